@@ -1,0 +1,20 @@
+"""fastmom: network3's CNN API with momentum SGD on compiled CPU and CUDA kernels.
+
+>>> from fastmom import Network, ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer, ReLU
+"""
+from .activations import ReLU, linear, sigmoid, tanh
+from .backends import DeviceError, available_devices, get_backend
+from .data import load_data_shared
+from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+from .network import Network
+from .optim import MomentumSGD
+from .trainer import DivergenceError, DivideOnPlateau, History, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
+    "sigmoid", "tanh", "ReLU", "linear", "load_data_shared",
+    "MomentumSGD", "Trainer", "History", "DivideOnPlateau", "DivergenceError",
+    "DeviceError", "available_devices", "get_backend", "__version__",
+]

@@ -1,0 +1,1 @@
+"""Compiled Cython kernels (built from kernels/cpu/*.pyx by setup.py)."""

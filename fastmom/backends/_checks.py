@@ -1,0 +1,185 @@
+"""Argument checks shared by every backend's kernel wrappers.
+
+Compiled kernels index raw memory without bounds checks, so each wrapper calls the
+matching ``check_*`` function first: it raises ``TypeError`` for a wrong dtype and
+``ValueError`` for a wrong shape, a non-contiguous array or a bad value, naming the
+argument, before any ``nogil`` or CUDA code runs. This is the one place where the
+kernels' shape contracts are written down.
+"""
+from __future__ import annotations
+
+ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "linear")
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def _dtype_name(a):
+    return str(getattr(a, "dtype", type(a).__name__))
+
+
+def _is_c_contiguous(a):
+    flags = getattr(a, "flags", None)
+    return bool(flags is not None and flags["C_CONTIGUOUS"])
+
+
+def array(name, a, ndim, dtype=None, shape=None, xp=None):
+    """Check one array argument and return its dtype name."""
+    if xp is not None and not isinstance(a, xp.ndarray):
+        raise TypeError(f"{name} must be a {xp.__name__}.ndarray, got {type(a).__name__}")
+    if not hasattr(a, "ndim") or not hasattr(a, "dtype"):
+        raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(a.shape)}")
+    dt = _dtype_name(a)
+    if dtype is not None and dt != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {dt}")
+    if shape is not None:
+        want = tuple(shape)
+        if tuple(a.shape) != want:
+            raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}")
+    if not _is_c_contiguous(a):
+        raise ValueError(f"{name} must be C-contiguous")
+    if 0 in a.shape and name not in ("labels",):
+        raise ValueError(f"{name} must not be empty, got shape {tuple(a.shape)}")
+    return dt
+
+
+def float_array(name, a, ndim, dtype=None, shape=None, xp=None):
+    dt = array(name, a, ndim, dtype, shape, xp)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def activation(act):
+    if act not in ACTIVATION_NAMES:
+        raise ValueError(f"activation must be one of {ACTIVATION_NAMES}, got {act!r}")
+
+
+def pool(poolsize):
+    try:
+        ph, pw = (int(p) for p in poolsize)
+    except (TypeError, ValueError):
+        raise ValueError(f"poolsize must be a pair of positive ints, got {poolsize!r}") from None
+    if ph < 1 or pw < 1:
+        raise ValueError(f"poolsize must be positive, got {poolsize!r}")
+    return ph, pw
+
+
+def conv_pool_geometry(x_shape, w_shape, poolsize):
+    """Return ``(N, C, H, W, F, KH, KW, OH, OW, PH, PW)`` for a valid conv + max-pool."""
+    n, c, h, wd = x_shape
+    f, cw, kh, kw = w_shape
+    if cw != c:
+        raise ValueError(f"w has {cw} input channels but x has {c}")
+    if kh > h or kw > wd:
+        raise ValueError(f"filter {kh}x{kw} is larger than the {h}x{wd} image")
+    ph, pw = pool(poolsize)
+    oh, ow = h - kh + 1, wd - kw + 1
+    if oh // ph < 1 or ow // pw < 1:
+        raise ValueError(f"poolsize {ph}x{pw} is larger than the {oh}x{ow} convolution output")
+    return n, c, h, wd, f, kh, kw, oh, ow, oh // ph, ow // pw
+
+
+def conv_pool_forward(x, w, b, poolsize, act, y, argmax, xp=None):
+    dt = float_array("x", x, 4, xp=xp)
+    float_array("w", w, 4, dt, xp=xp)
+    n, c, h, wd, f, kh, kw, oh, ow, ph, pw = conv_pool_geometry(x.shape, w.shape, poolsize)
+    float_array("b", b, 1, dt, (f,), xp=xp)
+    activation(act)
+    float_array("y", y, 4, dt, (n, f, ph, pw), xp=xp)
+    array("argmax", argmax, 4, "int32", (n, f, ph, pw), xp=xp)
+    return n, c, h, wd, f, kh, kw, oh, ow, ph, pw
+
+
+def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=None):
+    dt = float_array("x", x, 4, xp=xp)
+    float_array("w", w, 4, dt, xp=xp)
+    n, c, h, wd, f, kh, kw, oh, ow, ph, pw = conv_pool_geometry(x.shape, w.shape, poolsize)
+    activation(act)
+    float_array("y", y, 4, dt, (n, f, ph, pw), xp=xp)
+    array("argmax", argmax, 4, "int32", (n, f, ph, pw), xp=xp)
+    float_array("dy", dy, 4, dt, (n, f, ph, pw), xp=xp)
+    float_array("dw", dw, 4, dt, w.shape, xp=xp)
+    float_array("db", db, 1, dt, (f,), xp=xp)
+    if dx is not None:
+        float_array("dx", dx, 4, dt, x.shape, xp=xp)
+    return n, c, h, wd, f, kh, kw, oh, ow, ph, pw
+
+
+def dense_forward(x, w, b, act, y, xp=None):
+    dt = float_array("x", x, 2, xp=xp)
+    n, n_in = x.shape
+    float_array("w", w, 2, dt, xp=xp)
+    if w.shape[0] != n_in:
+        raise ValueError(f"w has {w.shape[0]} rows but x has {n_in} columns")
+    n_out = w.shape[1]
+    float_array("b", b, 1, dt, (n_out,), xp=xp)
+    activation(act)
+    float_array("y", y, 2, dt, (n, n_out), xp=xp)
+    return n, n_in, n_out
+
+
+def dense_backward(x, w, y, dy, act, dw, db, dx, xp=None):
+    n, n_in, n_out = dense_forward(x, w, db, act, y, xp=xp)
+    dt = x.dtype
+    float_array("dy", dy, 2, str(dt), (n, n_out), xp=xp)
+    float_array("dw", dw, 2, str(dt), (n_in, n_out), xp=xp)
+    if dx is not None:
+        float_array("dx", dx, 2, str(dt), (n, n_in), xp=xp)
+    return n, n_in, n_out
+
+
+def apply_mask(x, mask, out, xp=None):
+    dt = float_array("x", x, x.ndim if hasattr(x, "ndim") else 1, xp=xp)
+    float_array("mask", mask, x.ndim, dt, x.shape, xp=xp)
+    float_array("out", out, x.ndim, dt, x.shape, xp=xp)
+
+
+def softmax_nll_forward(z, labels, probs, xp=None):
+    dt = float_array("z", z, 2, xp=xp)
+    n, k = z.shape
+    float_array("probs", probs, 2, dt, (n, k), xp=xp)
+    if labels is not None:
+        labels_array(labels, n, xp=xp)
+    return n, k
+
+
+def softmax_nll_backward(probs, labels, dz, xp=None):
+    dt = float_array("probs", probs, 2, xp=xp)
+    n, k = probs.shape
+    labels_array(labels, n, xp=xp)
+    float_array("dz", dz, 2, dt, (n, k), xp=xp)
+    return n, k
+
+
+def labels_array(labels, n, xp=None):
+    dt = array("labels", labels, 1, xp=xp)
+    if dt not in ("int32", "int64"):
+        raise TypeError(f"labels must be int32 or int64, got {dt}")
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+
+
+def momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay, xp=None):
+    dt = float_array("p", p, 1, xp=xp)
+    float_array("g", g, 1, dt, p.shape, xp=xp)
+    if momentum != 0:
+        if v is None:
+            raise ValueError("v (velocity) is required when momentum != 0")
+        float_array("v", v, 1, dt, p.shape, xp=xp)
+    if not (eta > 0):
+        raise ValueError(f"eta must be > 0, got {eta!r}")
+    if not (0 <= momentum < 1):
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not (decay >= 0):
+        raise ValueError(f"decay must be >= 0, got {decay!r}")
+    if not (0 <= n_decay <= p.shape[0]):
+        raise ValueError(f"n_decay must be in [0, {p.shape[0]}], got {n_decay!r}")
+
+
+def labels_range(labels, k):
+    """Labels index the class axis: out of range would read outside ``probs``."""
+    if labels.shape[0] and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(
+            f"labels must be in [0, {k}), got values in [{int(labels.min())}, {int(labels.max())}]"
+        )

@@ -1,0 +1,276 @@
+"""network3's three layer types, as architecture descriptions that a Network binds.
+
+A layer is built with network3's arguments and holds no arrays until a
+:class:`~fastmom.network.Network` binds it: then ``w`` and ``b`` are views into the
+network's flat parameter buffer, and the layer allocates its workspaces once, sized
+for ``mini_batch_size``; smaller batches use leading slices of them, so a training
+step allocates nothing.
+"""
+from __future__ import annotations
+
+from math import prod, sqrt
+
+import numpy as np
+
+from . import activations
+from .activations import sigmoid
+
+__all__ = ["ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer"]
+
+
+def _int_tuple(name, value, length):
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a tuple of {length} ints, got {value!r}") from None
+    if len(out) != length or any(v != fv for v, fv in zip(out, value)):
+        raise ValueError(f"{name} must be a tuple of {length} ints, got {value!r}")
+    if any(v < 1 for v in out):
+        raise ValueError(f"{name} must hold positive sizes, got {value!r}")
+    return out
+
+
+def _check_dropout(p_dropout):
+    p = float(p_dropout)
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"p_dropout must be in [0, 1), got {p_dropout!r}")
+    return p
+
+
+class Layer:
+    """What every layer shares: binding to a network and its parameter views."""
+
+    n_in: int
+    n_out: int
+    backend = None
+    w = b = dw = db = None
+
+    def param_shapes(self):
+        raise NotImplementedError
+
+    def init_params(self, rng, scheme):
+        """Return host arrays ``(w, b)`` drawn from ``rng`` (network3's order)."""
+        raise NotImplementedError
+
+    def bind(self, backend, w, b, dw, db, mini_batch_size, dtype, needs_dx, rng):
+        self.backend, self.w, self.b, self.dw, self.db = backend, w, b, dw, db
+        self.mini_batch_size, self.dtype, self.needs_dx, self.rng = mini_batch_size, dtype, needs_dx, rng
+        self._allocate(backend, mini_batch_size, dtype)
+
+    def _allocate(self, backend, n, dtype):
+        raise NotImplementedError
+
+
+class ConvPoolLayer(Layer):
+    """Convolution, max-pooling, bias and activation, as network3's ``ConvPoolLayer``.
+
+    The convolution is *valid* (no padding), stride 1, computed as a cross-correlation
+    ``z[n,f,i,j] = sum_{c,k,l} x[n,c,i+k,j+l] * w[f,c,k,l]``: the deep-learning
+    convention. Theano's ``conv2d`` flipped the kernel (a true convolution), so
+    weights copied from a trained network3 model need ``w[:, :, ::-1, ::-1]``.
+    Max-pooling uses non-overlapping ``poolsize`` windows and drops a ragged border;
+    the output is ``act(pool(z) + b)``. ``poolsize=(1, 1)`` means no pooling.
+
+    Parameters
+    ----------
+    filter_shape : tuple of 4 ints
+        ``(number of filters, input channels, filter height, filter width)``.
+    image_shape : tuple of 4 ints
+        ``(mini-batch size, input channels, image height, image width)``.
+    poolsize : tuple of 2 ints, default (2, 2)
+    activation_fn : Activation, default sigmoid
+    """
+
+    def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid):
+        self.filter_shape = _int_tuple("filter_shape", filter_shape, 4)
+        self.image_shape = _int_tuple("image_shape", image_shape, 4)
+        self.poolsize = _int_tuple("poolsize", poolsize, 2)
+        self.activation_fn = activations.resolve(activation_fn)
+        f, c, kh, kw = self.filter_shape
+        _, ci, h, wd = self.image_shape
+        if c != ci:
+            raise ValueError(
+                f"filter_shape {self.filter_shape} expects {c} input channels but "
+                f"image_shape {self.image_shape} has {ci}")
+        if kh > h or kw > wd:
+            raise ValueError(f"filter {kh}x{kw} is larger than the {h}x{wd} image")
+        oh, ow = h - kh + 1, wd - kw + 1
+        ph, pw = self.poolsize
+        if oh // ph < 1 or ow // pw < 1:
+            raise ValueError(f"poolsize {self.poolsize} is larger than the {oh}x{ow} convolution output")
+        self.in_shape = (ci, h, wd)
+        self.out_shape = (f, oh // ph, ow // pw)
+        self.n_in = prod(self.in_shape)
+        self.n_out = prod(self.out_shape)
+        self.p_dropout = 0.0
+
+    def __repr__(self):
+        return (f"ConvPoolLayer(filter_shape={self.filter_shape}, image_shape={self.image_shape}, "
+                f"poolsize={self.poolsize}, activation_fn={self.activation_fn!r})")
+
+    def param_shapes(self):
+        return self.filter_shape, (self.filter_shape[0],)
+
+    def init_params(self, rng, scheme):
+        f, c, kh, kw = self.filter_shape
+        if scheme == "network3":
+            # network3 scales by the fan-*out* of a pooled unit
+            n = f * kh * kw / prod(self.poolsize)
+        else:
+            n = c * kh * kw
+        w = rng.normal(0.0, sqrt(1.0 / n), self.filter_shape)
+        b = rng.normal(0.0, 1.0, (f,))
+        return w, b
+
+    def _allocate(self, backend, n, dtype):
+        self._y = backend.empty((n,) + self.out_shape, dtype)
+        self._argmax = backend.empty((n,) + self.out_shape, np.int32)
+        self._dx = backend.empty((n,) + self.in_shape, dtype) if self.needs_dx else None
+
+    def forward(self, x, train):
+        """``x`` of shape ``(n, C*H*W)`` or ``(n, C, H, W)``; returns ``(n, F, PH, PW)``."""
+        n = x.shape[0]
+        x = x.reshape((n,) + self.in_shape)
+        y = self._y[:n]
+        self.backend.conv_pool_forward(x, self.w, self.b, self.poolsize, self.activation_fn.name,
+                                       y, self._argmax[:n])
+        self._x = x
+        return y
+
+    def backward(self, dy):
+        n = self._x.shape[0]
+        dy = dy.reshape((n,) + self.out_shape)
+        dx = self._dx[:n] if self._dx is not None else None
+        self.backend.conv_pool_backward(self._x, self.w, self._y[:n], self._argmax[:n], dy,
+                                        self.poolsize, self.activation_fn.name, self.dw, self.db, dx)
+        return dx
+
+
+class _DenseBase(Layer):
+    """``act(x @ w + b)`` with network3's dropout on the layer's input."""
+
+    _act_name = None
+
+    def __init__(self, n_in, n_out, p_dropout):
+        self.n_in = _int_tuple("n_in", (n_in,), 1)[0]
+        self.n_out = _int_tuple("n_out", (n_out,), 1)[0]
+        self.p_dropout = _check_dropout(p_dropout)
+        self.in_shape = (self.n_in,)
+        self.out_shape = (self.n_out,)
+
+    def param_shapes(self):
+        return (self.n_in, self.n_out), (self.n_out,)
+
+    def _allocate(self, backend, n, dtype):
+        self._y = backend.empty((n, self.n_out), dtype)
+        self._dx = backend.empty((n, self.n_in), dtype) if self.needs_dx else None
+        if self.p_dropout > 0:
+            self._mask = backend.empty((n, self.n_in), dtype)
+            self._xd = backend.empty((n, self.n_in), dtype)
+
+    def _input(self, x, train):
+        """Apply the training-time dropout mask; return the input and the matmul scale."""
+        n = x.shape[0]
+        x = x.reshape(n, self.n_in)
+        if self.p_dropout == 0:
+            return x, 1.0
+        if not train:
+            return x, 1.0 - self.p_dropout  # network3 scales w at inference
+        mask, xd = self._mask[:n], self._xd[:n]
+        self.backend.dropout_mask(self.rng, 1.0 - self.p_dropout, mask)
+        self.backend.apply_mask(x, mask, xd)
+        return xd, 1.0
+
+    def _input_grad(self, dx):
+        if dx is not None and self.p_dropout > 0:
+            n = dx.shape[0]
+            self.backend.apply_mask(dx, self._mask[:n], dx)
+        return dx
+
+
+class FullyConnectedLayer(_DenseBase):
+    """network3's fully connected layer: ``act(x @ w + b)``.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    activation_fn : Activation, default sigmoid
+    p_dropout : float in [0, 1), default 0.0
+        While training, the layer's input is multiplied by a Bernoulli keep-mask
+        (keep probability ``1 - p_dropout``); at inference ``x @ w`` is scaled by
+        ``1 - p_dropout`` instead (network3's scheme: no rescaling while training).
+    """
+
+    def __init__(self, n_in, n_out, activation_fn=sigmoid, p_dropout=0.0):
+        super().__init__(n_in, n_out, p_dropout)
+        self.activation_fn = activations.resolve(activation_fn)
+
+    def __repr__(self):
+        return (f"FullyConnectedLayer(n_in={self.n_in}, n_out={self.n_out}, "
+                f"activation_fn={self.activation_fn!r}, p_dropout={self.p_dropout})")
+
+    def init_params(self, rng, scheme):
+        n = self.n_out if scheme == "network3" else self.n_in
+        w = rng.normal(0.0, sqrt(1.0 / n), (self.n_in, self.n_out))
+        b = rng.normal(0.0, 1.0, (self.n_out,))
+        return w, b
+
+    def forward(self, x, train):
+        xin, scale = self._input(x, train)
+        y = self._y[: x.shape[0]]
+        self.backend.dense_forward(xin, self.w, self.b, self.activation_fn.name, y, scale)
+        self._x = xin
+        return y
+
+    def backward(self, dy):
+        n = self._x.shape[0]
+        dx = self._dx[:n] if self._dx is not None else None
+        self.backend.dense_backward(self._x, self.w, self._y[:n], dy.reshape(n, self.n_out),
+                                    self.activation_fn.name, self.dw, self.db, dx)
+        return self._input_grad(dx)
+
+
+class SoftmaxLayer(_DenseBase):
+    """network3's output layer: ``softmax(x @ w + b)`` with the mean negative
+    log-likelihood cost. Weights and biases start at zero, as in network3.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    p_dropout : float in [0, 1), default 0.0
+        As for :class:`FullyConnectedLayer`.
+    """
+
+    activation_fn = activations.linear
+
+    def __init__(self, n_in, n_out, p_dropout=0.0):
+        super().__init__(n_in, n_out, p_dropout)
+
+    def __repr__(self):
+        return f"SoftmaxLayer(n_in={self.n_in}, n_out={self.n_out}, p_dropout={self.p_dropout})"
+
+    def init_params(self, rng, scheme):
+        return np.zeros((self.n_in, self.n_out)), np.zeros((self.n_out,))
+
+    def _allocate(self, backend, n, dtype):
+        super()._allocate(backend, n, dtype)
+        self._probs = backend.empty((n, self.n_out), dtype)
+        self._dz = backend.empty((n, self.n_out), dtype)
+
+    def forward(self, x, train, labels=None):
+        """Return ``(probs, cost, correct)``; cost and correct are None without labels."""
+        xin, scale = self._input(x, train)
+        n = x.shape[0]
+        z, probs = self._y[:n], self._probs[:n]
+        self.backend.dense_forward(xin, self.w, self.b, "linear", z, scale)
+        cost, correct = self.backend.softmax_nll_forward(z, labels, probs)
+        self._x, self._labels = xin, labels
+        return probs, cost, correct
+
+    def backward(self):
+        n = self._x.shape[0]
+        dz = self._dz[:n]
+        self.backend.softmax_nll_backward(self._probs[:n], self._labels, dz)
+        dx = self._dx[:n] if self._dx is not None else None
+        self.backend.dense_backward(self._x, self.w, self._y[:n], dz, "linear", self.dw, self.db, dx)
+        return self._input_grad(dx)

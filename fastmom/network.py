@@ -1,0 +1,295 @@
+"""``Network``: network3's model class, on a fastmom backend.
+
+A mini-batch flows ``Network._forward`` -> each layer's ``forward`` (a backend kernel
+call writing into the layer's workspace) -> ``SoftmaxLayer`` cost, then
+``Network._backward`` runs the layers in reverse, each writing its parameter
+gradients into the flat gradient buffer; the optimizer then updates the flat
+parameter buffer in one call.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import get_backend
+from .layers import ConvPoolLayer, Layer, SoftmaxLayer
+from .params import ParamBuffer
+
+__all__ = ["Network"]
+
+WEIGHT_INITS = ("network3", "fan_in")
+
+
+class Network:
+    """A feed-forward network of network3 layers ending in a :class:`SoftmaxLayer`.
+
+    Parameters
+    ----------
+    layers : list of layers
+        ``ConvPoolLayer``/``FullyConnectedLayer`` ..., then a ``SoftmaxLayer``. Each
+        layer's input size must equal the previous layer's output size.
+    mini_batch_size : int
+        The training batch size; workspaces are sized for it once.
+    device : str, optional
+        ``"cpu"``, ``"reference"`` or ``"cuda"``; default ``$FASTMOM_DEVICE``, else
+        ``"cpu"`` where its kernels are built, else ``"reference"``.
+    dtype : numpy dtype, default float32
+        float64 is available for gradient checks.
+    seed : int, optional
+        Seeds the weight initialisation, the dropout masks and (through
+        :class:`~fastmom.Trainer`) the data order.
+    weight_init : {"network3", "fan_in"}
+        ``"network3"`` (default) reproduces network3 exactly: weights N(0, 1/n_out)
+        where ``n_out`` is the layer's fan-*out* (``filters*kh*kw/prod(poolsize)`` for
+        a conv layer), biases N(0, 1), softmax weights and biases zero. ``"fan_in"``
+        uses the fan-in instead (``C*kh*kw``, ``n_in``): the scaling network3 meant.
+
+    Attributes
+    ----------
+    params : list of arrays
+        ``[w0, b0, w1, b1, ...]``, writable views of the flat parameter buffer.
+    """
+
+    def __init__(self, layers, mini_batch_size, device=None, dtype=np.float32, seed=None,
+                 weight_init="network3"):
+        self.layers = list(layers)
+        self.mini_batch_size = _positive_int("mini_batch_size", mini_batch_size)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
+        self.weight_init = weight_init
+        self._check_layers()
+        self.backend = get_backend(device)
+        self.device = self.backend.name
+        self.seed = seed
+        init_seq, dropout_seq, self._data_seed_seq = np.random.SeedSequence(seed).spawn(3)
+        self.dropout_rng = self.backend.make_rng(dropout_seq)
+
+        self.flat = ParamBuffer([layer.param_shapes() for layer in self.layers], self.dtype, self.backend)
+        self.params = self.flat.params
+        init_rng = np.random.default_rng(init_seq)
+        for i, layer in enumerate(self.layers):
+            w0, b0 = layer.init_params(init_rng, weight_init)
+            w, b = self.params[2 * i], self.params[2 * i + 1]
+            w[...] = self.backend.asarray(w0, self.dtype)
+            b[...] = self.backend.asarray(b0, self.dtype)
+            layer.bind(self.backend, w, b, self.flat.grads[2 * i], self.flat.grads[2 * i + 1],
+                       self.mini_batch_size, self.dtype, needs_dx=i > 0, rng=self.dropout_rng)
+
+    def _check_layers(self):
+        if not self.layers:
+            raise ValueError("layers must not be empty")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] is not a fastmom layer: {layer!r}")
+            if layer.backend is not None:
+                raise ValueError(f"layers[{i}] already belongs to a Network; build new layer objects")
+        if not isinstance(self.layers[-1], SoftmaxLayer):
+            raise ValueError("the last layer must be a SoftmaxLayer")
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, ConvPoolLayer) and layer.image_shape[0] != self.mini_batch_size:
+                raise ValueError(
+                    f"layers[{i}].image_shape[0] is {layer.image_shape[0]} but mini_batch_size "
+                    f"is {self.mini_batch_size}")
+            if i == 0:
+                continue
+            prev = self.layers[i - 1]
+            if isinstance(layer, ConvPoolLayer) and layer.in_shape != prev.out_shape:
+                raise ValueError(f"layers[{i}] expects input {layer.in_shape} but layers[{i - 1}] "
+                                 f"outputs {prev.out_shape}")
+            if layer.n_in != prev.n_out:
+                raise ValueError(f"layers[{i}] has n_in={layer.n_in} but layers[{i - 1}] outputs "
+                                 f"{prev.n_out} values per image")
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def n_in(self):
+        return self.layers[0].n_in
+
+    @property
+    def n_out(self):
+        return self.layers[-1].n_out
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return (f"Network([\n    {inner}],\n    mini_batch_size={self.mini_batch_size}, "
+                f"device={self.device!r}, dtype={self.dtype.name})")
+
+    # -- input validation (the one place for the API's data checks) --------------------
+
+    def prepare_inputs(self, x, name="x"):
+        """Validate images and return them as a contiguous ``(N, n_in)`` device array."""
+        xp = self.backend.xp
+        if not hasattr(x, "shape"):
+            x = np.asarray(x)
+        shape = tuple(x.shape)
+        if len(shape) == 2 and shape[1] == self.n_in:
+            pass
+        elif len(shape) >= 2 and int(np.prod(shape[1:])) == self.n_in and shape[1:] == tuple(
+                getattr(self.layers[0], "in_shape", ())):
+            x = x.reshape(shape[0], self.n_in)
+        else:
+            raise ValueError(f"{name} must have shape (N, {self.n_in}) for the first layer, got {shape}")
+        if shape[0] == 0:
+            raise ValueError(f"{name} is empty")
+        kind = np.dtype(x.dtype).kind
+        if kind not in "fiu":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        x = self.backend.asarray(x, self.dtype)
+        if not bool(xp.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return x
+
+    def prepare_labels(self, y, n, name="y"):
+        """Validate labels and return them as an int64 device array of length ``n``."""
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+        if np.dtype(y.dtype).kind not in "iu":
+            raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+        y = self.backend.asarray(y, np.int64)
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= self.n_out:
+            raise ValueError(f"{name} must be in [0, {self.n_out}), got values in [{lo}, {hi}]")
+        return y
+
+    def prepare_data(self, data, name="data"):
+        """Validate an ``(x, y)`` pair once and move it to the device."""
+        try:
+            x, y = data
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a pair (x, y)") from None
+        x = self.prepare_inputs(x, f"{name} images")
+        return x, self.prepare_labels(y, x.shape[0], f"{name} labels")
+
+    def _batch(self, x, name="x"):
+        n = x.shape[0]
+        if n > self.mini_batch_size:
+            raise ValueError(f"{name} has {n} rows, more than mini_batch_size={self.mini_batch_size}")
+
+    # -- passes (no validation: callers pass prepared arrays) --------------------------
+
+    def _forward(self, x, train, labels=None):
+        a = x
+        for layer in self.layers[:-1]:
+            a = layer.forward(a, train)
+        return self.layers[-1].forward(a, train, labels)
+
+    def _backward(self):
+        d = self.layers[-1].backward()
+        for layer in reversed(self.layers[:-1]):
+            d = layer.backward(d)
+
+    def train_step(self, x, y):
+        """Forward and backward on a prepared mini-batch; the gradients land in
+        ``self.flat.grad``. Returns the mean NLL (a backend scalar)."""
+        _, cost, _ = self._forward(x, True, y)
+        self._backward()
+        return cost
+
+    # -- public inference API ----------------------------------------------------------
+
+    def forward(self, x):
+        """Softmax probabilities ``(N, n_out)`` in inference mode (any N)."""
+        x = self.prepare_inputs(x)
+        out = self.backend.empty((x.shape[0], self.n_out), self.dtype)
+        for i in range(0, x.shape[0], self.mini_batch_size):
+            probs, _, _ = self._forward(x[i:i + self.mini_batch_size], False)
+            out[i:i + self.mini_batch_size] = probs
+        return out
+
+    def predict(self, x):
+        """Predicted labels (argmax of :meth:`forward`)."""
+        return self.forward(x).argmax(axis=1)
+
+    def accuracy(self, x, y):
+        """Fraction of the images classified correctly (all of them, in inference mode)."""
+        x = self.prepare_inputs(x)
+        y = self.prepare_labels(y, x.shape[0])
+        return self._accuracy(x, y, drop_last=False)
+
+    def _accuracy(self, x, y, drop_last):
+        """network3's accuracy over prepared data: the mean over mini-batches (equal-sized,
+        the last partial one dropped) when ``drop_last``; otherwise over every image."""
+        bs = self.mini_batch_size
+        n = (x.shape[0] // bs) * bs if drop_last else x.shape[0]
+        if n == 0:
+            raise ValueError(f"need at least mini_batch_size={bs} images to measure accuracy")
+        correct = 0
+        for i in range(0, n, bs):
+            _, _, c = self._forward(x[i:i + bs], False, y[i:i + bs])
+            correct = correct + c
+        return float(correct) / n
+
+    def cost_and_gradients(self, x, y, lmbda=0.0, num_training_batches=1):
+        """network3's training cost on one batch and its gradients (no update).
+
+        The cost is the mean negative log-likelihood plus
+        ``0.5 * lmbda * sum(||w||^2) / num_training_batches`` (weights only). The
+        forward pass is in training mode: dropout masks are drawn from
+        ``self.dropout_rng``.
+
+        Returns
+        -------
+        cost : float
+        grads : list of arrays
+            Copies, in ``params`` order.
+        """
+        x = self.prepare_inputs(x)
+        y = self.prepare_labels(y, x.shape[0])
+        self._batch(x)
+        lmbda, ntb = float(lmbda), _positive_int("num_training_batches", num_training_batches)
+        cost = float(self.train_step(x, y))
+        decay = lmbda / ntb
+        if lmbda:
+            cost += 0.5 * decay * self.backend.sum_squares(self.flat.weights())
+        grads = [g.copy() for g in self.flat.grads]
+        if lmbda:
+            for i in range(0, len(grads), 2):
+                grads[i] += self.dtype.type(decay) * self.params[i]
+        return cost, grads
+
+    def l2_cost(self, lmbda, num_training_batches):
+        """network3's regularisation term ``0.5*lmbda*sum(||w||^2)/num_training_batches``."""
+        if not lmbda:
+            return 0.0
+        return 0.5 * lmbda * self.backend.sum_squares(self.flat.weights()) / num_training_batches
+
+    # -- training ----------------------------------------------------------------------
+
+    def SGD(self, training_data, epochs, mini_batch_size, eta, validation_data, test_data,
+            lmbda=0.0, momentum=0.0, nesterov=False):
+        """Train with mini-batch (momentum) SGD exactly as network3's ``Network.SGD``.
+
+        network3's cost, batching (the last partial mini-batch dropped, no shuffling),
+        accuracy (mean over mini-batches), ``>=`` rule for the best validation epoch
+        and printed lines; ``momentum=0`` (the default) is network3's plain SGD.
+        ``momentum`` adds the classical update ``v = momentum*v - eta*grad;
+        p = p + v`` with ``v`` starting at zero (``nesterov=True`` for Nesterov's).
+
+        Returns
+        -------
+        History
+            One record per epoch (training cost, validation and test accuracy,
+            seconds, images per second).
+        """
+        from .trainer import Trainer
+        if int(mini_batch_size) != self.mini_batch_size:
+            raise ValueError(f"mini_batch_size={mini_batch_size} differs from the network's "
+                             f"{self.mini_batch_size}")
+        trainer = Trainer(self, eta=eta, momentum=momentum, nesterov=nesterov, lmbda=lmbda,
+                          shuffle=False, network3_output=True, progress=False)
+        return trainer.fit(training_data, epochs, validation_data, test_data)
+
+
+def _positive_int(name, value):
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive int, got {value!r}") from None
+    if v != value or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return v

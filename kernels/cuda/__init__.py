@@ -1,0 +1,1 @@
+"""CUDA C++ sources of the ``cuda`` backend (kernels/cuda/*.cu, shipped as package data)."""
