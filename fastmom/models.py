@@ -1,0 +1,54 @@
+"""The network3 architectures the CLI, tests and benchmarks share."""
+from __future__ import annotations
+
+from .activations import ReLU, sigmoid
+from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+
+__all__ = ["ARCHITECTURES", "build_layers"]
+
+
+def conv_layers(mbs, p_dropout=0.0):
+    """network3's two conv-pool ReLU layers (20 then 40 filters of 5x5), FC 640-100
+    ReLU and a softmax: the chapter-6 network this library is benchmarked on."""
+    return [
+        ConvPoolLayer(image_shape=(mbs, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
+                      activation_fn=ReLU),
+        ConvPoolLayer(image_shape=(mbs, 20, 12, 12), filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
+                      activation_fn=ReLU),
+        FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU, p_dropout=p_dropout),
+        SoftmaxLayer(n_in=100, n_out=10, p_dropout=p_dropout),
+    ]
+
+
+def fc_layers(mbs, p_dropout=0.0):
+    """network3's shallow baseline: FullyConnected 784-100 sigmoid + softmax."""
+    return [
+        FullyConnectedLayer(n_in=784, n_out=100, activation_fn=sigmoid, p_dropout=p_dropout),
+        SoftmaxLayer(n_in=100, n_out=10, p_dropout=p_dropout),
+    ]
+
+
+def best_layers(mbs, p_dropout=0.5):
+    """network3's best single chapter-6 net: two conv-pool ReLU layers, two
+    1000-unit ReLU layers and a softmax, all three with dropout."""
+    return [
+        ConvPoolLayer(image_shape=(mbs, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
+                      activation_fn=ReLU),
+        ConvPoolLayer(image_shape=(mbs, 20, 12, 12), filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
+                      activation_fn=ReLU),
+        FullyConnectedLayer(n_in=40 * 4 * 4, n_out=1000, activation_fn=ReLU, p_dropout=p_dropout),
+        FullyConnectedLayer(n_in=1000, n_out=1000, activation_fn=ReLU, p_dropout=p_dropout),
+        SoftmaxLayer(n_in=1000, n_out=10, p_dropout=p_dropout),
+    ]
+
+
+ARCHITECTURES = {"conv": conv_layers, "fc": fc_layers, "best": best_layers}
+
+
+def build_layers(name, mini_batch_size, p_dropout=None):
+    """Layers of the named architecture (``conv``, ``fc`` or ``best``)."""
+    try:
+        fn = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(ARCHITECTURES)}") from None
+    return fn(mini_batch_size) if p_dropout is None else fn(mini_batch_size, p_dropout)
