@@ -1,0 +1,234 @@
+"""The ``cpu`` backend: compiled Cython + OpenMP kernels (``fastmom._kernels._cpu``).
+
+Same interface and semantics as :mod:`fastmom.backends.reference` (see its module
+docstring), plus :func:`set_num_threads` / :func:`get_num_threads`.
+
+Every wrapper runs the shared :mod:`~fastmom.backends._checks` first, so a wrong shape,
+dtype or layout raises before any ``nogil`` code runs. Scratch space (im2col columns,
+per-thread partial gradients) is cached here keyed by shape, dtype and thread count:
+it is allocated on the first call and reused by every later training step.
+
+Threading: one OpenMP team does all parallel work; the BLAS that the kernels call
+(``scipy.linalg.cython_blas``) is limited to one thread and called from inside the
+OpenMP regions on per-thread slices. Two thread pools that both spin-wait after their
+work (libgomp and OpenBLAS's pthreads) would otherwise fight over the cores.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _checks
+from . import reference as _reference
+
+name = "cpu"
+xp = np
+
+try:
+    from .._kernels import _cpu as _k
+except ImportError as exc:  # not built (e.g. a source checkout without build_ext)
+    _k = None
+    _import_error = f"the compiled kernels are not built ({exc}); run `pip install .`"
+else:
+    _import_error = None
+
+_ACT = {n: i for i, n in enumerate(_checks.ACTIVATION_NAMES)}
+# images per im2col chunk: enough GEMM columns (ib*OH*OW ~ 512) for BLAS efficiency
+# while the chunk's columns stay in the L2 cache
+_COLS_PER_CHUNK = 512
+
+
+def is_available():
+    """True when the compiled kernels import; otherwise a string saying why not."""
+    return True if _k is not None else _import_error
+
+
+# -- threads --------------------------------------------------------------------------
+
+def _default_threads():
+    env = os.environ.get("FASTMOM_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"FASTMOM_NUM_THREADS must be a positive int, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"FASTMOM_NUM_THREADS must be a positive int, got {env!r}")
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_num_threads = _default_threads()
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads the kernels use (a positive int)."""
+    global _num_threads
+    try:
+        v = int(n)
+    except (TypeError, ValueError):
+        raise TypeError(f"n must be a positive int, got {n!r}") from None
+    if v != n or v < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    _num_threads = v
+
+
+def get_num_threads():
+    """The number of threads the kernels use: ``$FASTMOM_NUM_THREADS``, else the cores
+    available to this process, unless :func:`set_num_threads` changed it."""
+    return _num_threads
+
+
+def _limit_blas_threads():
+    """Run the BLAS behind ``scipy.linalg.cython_blas`` on one thread (see module doc)."""
+    try:
+        import scipy
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    scipy_root = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    ours = [lib for lib in ThreadpoolController().select(user_api="blas").lib_controllers
+            if os.path.abspath(lib.filepath).startswith(os.path.join(scipy_root, "scipy"))]
+    if not ours:
+        # scipy linked against a system BLAS: we cannot tell it apart, so limit them all
+        ours = ThreadpoolController().select(user_api="blas").lib_controllers
+    for lib in ours:
+        lib.set_num_threads(1)
+
+
+if _k is not None:
+    _limit_blas_threads()
+
+
+# -- array helpers (as the reference) ----------------------------------------------------
+
+asarray = _reference.asarray
+to_numpy = _reference.to_numpy
+empty = _reference.empty
+zeros = _reference.zeros
+make_rng = _reference.make_rng
+
+
+def synchronize():
+    """Nothing to wait for: kernels return when their work is done."""
+
+
+# -- scratch space ------------------------------------------------------------------------
+
+_scratch = {}
+
+
+def _workspace(key, shape, dtype):
+    """A cached uninitialised array for ``key``; allocated once per key."""
+    k = (key, shape, np.dtype(dtype).str)
+    buf = _scratch.get(k)
+    if buf is None:
+        buf = _scratch[k] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def clear_workspaces():
+    """Drop every cached scratch buffer (they are re-allocated on demand)."""
+    _scratch.clear()
+
+
+def _conv_chunk(n, nt, ohow):
+    per_thread = -(-n // nt)
+    return max(1, min(per_thread, _COLS_PER_CHUNK // ohow))
+
+
+# -- kernels ------------------------------------------------------------------------------
+
+def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
+    """Fused valid cross-correlation + max-pool + bias + activation (see module doc)."""
+    n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_forward(
+        x, w, b, poolsize, act, y, argmax, xp=np)
+    ph, pw = _checks.pool(poolsize)
+    nt = min(_num_threads, n)
+    ib = _conv_chunk(n, nt, oh * ow)
+    k = c * kh * kw
+    scratch = _workspace(("conv_fwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
+    _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, ib, nt)
+
+
+def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
+    """Gradients of :func:`conv_pool_forward` (see module doc); ``dx=None`` skips the input
+    gradient."""
+    n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
+        x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=np)
+    ph, pw = _checks.pool(poolsize)
+    nt = min(_num_threads, n)
+    ib = _conv_chunk(n, nt, oh * ow)
+    k = c * kh * kw
+    size = (2 * k + f) * ib * oh * ow + f * k + f
+    scratch = _workspace(("conv_bwd", nt), (nt, size), x.dtype)
+    _k.conv_pool_backward(x, w, y, argmax, dy, ph, pw, _ACT[act], dw, db, dx, scratch, ib, nt)
+
+
+def _dense_threads(n, n_in, n_out):
+    # below ~1 MFLOP a second thread's start-up costs more than its share of the GEMM
+    return 1 if n * n_in * n_out < 500_000 else _num_threads
+
+
+def dense_forward(x, w, b, act, y, scale=1.0):
+    """``y = act(scale * x @ w + b)``."""
+    n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, xp=np)
+    _k.dense_forward(x, w, b, _ACT[act], y, float(scale), _dense_threads(n, n_in, n_out))
+
+
+def dense_backward(x, w, y, dy, act, dw, db, dx):
+    """Gradients of :func:`dense_forward` with ``scale=1``."""
+    n, n_in, n_out = _checks.dense_backward(x, w, y, dy, act, dw, db, dx, xp=np)
+    scratch = _workspace("dense_dz", (n * n_out,), x.dtype)
+    _k.dense_backward(x, w, y, dy, _ACT[act], dw, db, dx, scratch, _dense_threads(n, n_in, n_out))
+
+
+# the mask must be the reference's draw from the same Generator state, so that the two
+# backends train identically from a seed
+dropout_mask = _reference.dropout_mask
+
+
+def apply_mask(x, mask, out):
+    """``out = x * mask`` (``out`` may be ``x``)."""
+    _checks.apply_mask(x, mask, out, xp=np)
+    _k.apply_mask(x.reshape(-1), mask.reshape(-1), out.reshape(-1), _num_threads)
+
+
+_NO_LABELS = np.zeros(1, dtype=np.int64)
+
+
+def softmax_nll_forward(z, labels, probs):
+    """Stable softmax into ``probs``; with labels, ``(mean NLL, correct count)``."""
+    n, k = _checks.softmax_nll_forward(z, labels, probs, xp=np)
+    if labels is None:
+        _k.softmax_nll_forward(z, _NO_LABELS, probs, False)
+        return None, None
+    _checks.labels_range(labels, k)
+    nll, correct = _k.softmax_nll_forward(z, labels, probs, True)
+    return nll / n, int(correct)
+
+
+def softmax_nll_backward(probs, labels, dz):
+    """``dz = (probs - onehot(labels)) / N``."""
+    n, k = _checks.softmax_nll_backward(probs, labels, dz, xp=np)
+    _checks.labels_range(labels, k)
+    _k.softmax_nll_backward(probs, labels, dz)
+
+
+def momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay):
+    """One fused in-place momentum-SGD pass (see ``reference.momentum_step``)."""
+    _checks.momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay, xp=np)
+    if momentum == 0:
+        v = g  # never touched by the kernel; a typed stand-in for the fused-type dispatch
+    _k.momentum_step(p, g, v, float(eta), float(momentum), bool(nesterov), float(decay),
+                     int(n_decay), _num_threads)
+
+
+def sum_squares(a) -> float:
+    """``sum(a**2)`` accumulated in double precision."""
+    _checks.float_array("a", a, a.ndim if hasattr(a, "ndim") else 1, xp=np)
+    return float(_k.sum_squares(a.reshape(-1), _num_threads))

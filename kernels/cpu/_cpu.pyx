@@ -1,0 +1,488 @@
+# cython: language_level=3
+"""Compiled kernels of the ``cpu`` backend (float32/float64 through one fused source).
+
+Every entry point takes arrays that :mod:`fastmom.backends._checks` has already
+validated (C-contiguous, matching shapes and dtypes, labels in range): the kernels
+index raw pointers without bounds checks. Scratch space comes from the caller (the
+backend caches it per shape, dtype and thread count), so nothing here allocates.
+
+Threading: all parallel work runs in OpenMP regions of ``nthreads`` iterations of a
+``prange`` with a static schedule, one slice of the work per iteration; BLAS calls are
+made *inside* those regions on a single-threaded BLAS, so only one thread runtime is
+ever busy (OpenBLAS's own pthreads would otherwise spin against libgomp's). Float
+reductions accumulate into per-slice partials that are summed in slice order, so a
+result depends on the thread count only through rounding and is bit-identical for
+the same count.
+"""
+cimport cython
+from cython.parallel cimport prange
+from libc.math cimport exp, expf, tanh, tanhf, log, fabs
+from libc.string cimport memset, memcpy
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+ctypedef fused real:
+    float
+    double
+
+ctypedef fused label_t:
+    int
+    long long
+
+# activation codes, in the order of _checks.ACTIVATION_NAMES
+cdef enum:
+    SIGMOID = 0
+    TANH = 1
+    RELU = 2
+    LINEAR = 3
+
+
+# -- scalar helpers -------------------------------------------------------------------
+
+cdef inline real _act(real z, int act) noexcept nogil:
+    cdef real e
+    if act == RELU:
+        return z if z > 0 else 0
+    if act == LINEAR:
+        return z
+    if act == TANH:
+        if real is float:
+            return tanhf(z)
+        else:
+            return tanh(z)
+    # sigmoid through exp(-|z|) only: no overflow for large |z| (as the reference)
+    if real is float:
+        e = expf(-fabs(z))
+    else:
+        e = exp(-fabs(z))
+    if z >= 0:
+        return 1 / (1 + e)
+    return e / (1 + e)
+
+
+cdef inline real _dact(real y, int act) noexcept nogil:
+    """Derivative of the activation expressed through its output ``y``."""
+    if act == RELU:
+        return 1 if y > 0 else 0
+    if act == LINEAR:
+        return 1
+    if act == TANH:
+        return 1 - y * y
+    return y * (1 - y)
+
+
+cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, real alpha, real* a, int lda,
+                       real* b, int ldb, real beta, real* c, int ldc) noexcept nogil:
+    """Row-major ``C = alpha op(A) op(B) + beta C`` on column-major BLAS.
+
+    A row-major matrix is its transpose in column-major order, so compute
+    ``C^T = op(B)^T op(A)^T`` with the operands swapped.
+    """
+    cdef char ca = b'T' if ta else b'N'
+    cdef char cb = b'T' if tb else b'N'
+    if m <= 0 or n <= 0:
+        return
+    if real is float:
+        sgemm(&cb, &ca, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&cb, &ca, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc)
+
+
+# -- convolution + max-pool -------------------------------------------------------------
+
+cdef inline void _im2col(real* x, int cnt, int c, int h, int wd, int kh, int kw,
+                         int oh, int ow, real* cols) noexcept nogil:
+    """``cols[(ci,k,l), j*OH*OW + i*OW + jj] = x[j, ci, i+k, jj+l]`` for ``cnt`` images."""
+    cdef int ci, k, l, j, i
+    cdef Py_ssize_t ncols = <Py_ssize_t>cnt * oh * ow
+    cdef real* row
+    cdef real* src
+    for ci in range(c):
+        for k in range(kh):
+            for l in range(kw):
+                row = cols + ((ci * kh + k) * kw + l) * ncols
+                for j in range(cnt):
+                    src = x + ((<Py_ssize_t>j * c + ci) * h + k) * wd + l
+                    for i in range(oh):
+                        memcpy(row + (j * oh + i) * ow, src + i * wd, ow * sizeof(real))
+
+
+cdef inline void _col2im_add(real* dcols, int cnt, int c, int h, int wd, int kh, int kw,
+                             int oh, int ow, real* dx) noexcept nogil:
+    """Adjoint of :func:`_im2col`: scatter-add the columns back into ``dx``."""
+    cdef int ci, k, l, j, i, jj
+    cdef Py_ssize_t ncols = <Py_ssize_t>cnt * oh * ow
+    cdef real* row
+    cdef real* dst
+    cdef real* src
+    for ci in range(c):
+        for k in range(kh):
+            for l in range(kw):
+                row = dcols + ((ci * kh + k) * kw + l) * ncols
+                for j in range(cnt):
+                    for i in range(oh):
+                        dst = dx + (((<Py_ssize_t>j * c + ci) * h + k + i) * wd + l)
+                        src = row + (j * oh + i) * ow
+                        for jj in range(ow):
+                            dst[jj] += src[jj]
+
+
+def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, int ph, int pw,
+                      int act, real[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
+                      real[:, ::1] scratch, int ib, int nthreads):
+    """Fused valid convolution (im2col + GEMM per slice of images), max-pool with
+    argmax, bias and activation.
+
+    ``scratch`` is ``(nthreads, (K + F) * ib * OH * OW)`` with ``K = C*KH*KW``: each
+    slice of the batch is processed in chunks of at most ``ib`` images.
+    """
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int oh = h - kh + 1, ow = wd - kw + 1
+    cdef int PH = y.shape[2], PW = y.shape[3]
+    cdef int K = c * kh * kw, ohow = oh * ow
+    cdef Py_ssize_t nc = <Py_ssize_t>ib * ohow
+    cdef real* xp = &x[0, 0, 0, 0]
+    cdef real* wp = &w[0, 0, 0, 0]
+    cdef real* bp = &b[0]
+    cdef real* yp = &y[0, 0, 0, 0]
+    cdef int* ap = &argmax[0, 0, 0, 0]
+    cdef real* sp = &scratch[0, 0]
+    cdef Py_ssize_t sstride = scratch.shape[1]
+    cdef int t, cnt, ncols, fi, j, pi, pj, r, s, best
+    cdef Py_ssize_t lo, hi, n0, o
+    cdef real* cols
+    cdef real* z
+    cdef real* zr
+    cdef real m, val
+    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        cols = sp + t * sstride
+        z = cols + K * nc
+        lo = (<Py_ssize_t>n * t) // nthreads
+        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+        n0 = lo
+        while n0 < hi:
+            cnt = <int>min(<Py_ssize_t>ib, hi - n0)
+            ncols = cnt * ohow
+            _im2col(xp + n0 * c * h * wd, cnt, c, h, wd, kh, kw, oh, ow, cols)
+            _gemm(False, False, f, ncols, K, <real>1, wp, K, cols, ncols, <real>0, z, ncols)
+            for fi in range(f):
+                for j in range(cnt):
+                    zr = z + fi * ncols + j * ohow
+                    o = (((n0 + j) * f + fi) * PH) * PW
+                    for pi in range(PH):
+                        for pj in range(PW):
+                            # first maximum wins on ties, row-major r*pw+s (the reference's)
+                            m = zr[(pi * ph) * ow + pj * pw]
+                            best = 0
+                            for r in range(ph):
+                                for s in range(pw):
+                                    val = zr[(pi * ph + r) * ow + pj * pw + s]
+                                    if val > m:
+                                        m = val
+                                        best = r * pw + s
+                            yp[o] = _act(m + bp[fi], act)
+                            ap[o] = best
+                            o = o + 1
+            n0 = n0 + cnt
+
+
+def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :, ::1] y,
+                       int[:, :, :, ::1] argmax, real[:, :, :, ::1] dy, int ph, int pw, int act,
+                       real[:, :, :, ::1] dw, real[::1] db, real[:, :, :, ::1] dx,
+                       real[:, ::1] scratch, int ib, int nthreads):
+    """Gradients of :func:`conv_pool_forward`; ``dx`` may be None (first layer).
+
+    ``scratch`` is ``(nthreads, (2K + F) * ib * OH * OW + F*K + F)``: columns, the
+    un-pooled ``dz``, the column gradient, and this slice's partial ``dw``/``db``.
+    """
+    cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int oh = h - kh + 1, ow = wd - kw + 1
+    cdef int PH = y.shape[2], PW = y.shape[3]
+    cdef int K = c * kh * kw, ohow = oh * ow
+    cdef Py_ssize_t nc = <Py_ssize_t>ib * ohow
+    cdef bint want_dx = dx is not None
+    cdef real* xp = &x[0, 0, 0, 0]
+    cdef real* wp = &w[0, 0, 0, 0]
+    cdef real* yp = &y[0, 0, 0, 0]
+    cdef int* ap = &argmax[0, 0, 0, 0]
+    cdef real* dyp = &dy[0, 0, 0, 0]
+    cdef real* dwp = &dw[0, 0, 0, 0]
+    cdef real* dbp = &db[0]
+    cdef real* dxp = NULL
+    cdef real* sp = &scratch[0, 0]
+    cdef Py_ssize_t sstride = scratch.shape[1]
+    cdef Py_ssize_t img = <Py_ssize_t>c * h * wd
+    cdef int t, cnt, ncols, fi, j, pi, pj, a, started
+    cdef Py_ssize_t lo, hi, n0, o, q
+    cdef real* cols
+    cdef real* dz
+    cdef real* dcols
+    cdef real* pdw
+    cdef real* pdb
+    cdef real* dzr
+    cdef real g, acc
+    if want_dx:
+        dxp = &dx[0, 0, 0, 0]
+    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        cols = sp + t * sstride
+        dz = cols + K * nc
+        dcols = dz + f * nc
+        pdw = dcols + K * nc
+        pdb = pdw + f * K
+        memset(pdb, 0, f * sizeof(real))
+        lo = (<Py_ssize_t>n * t) // nthreads
+        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+        if lo == hi:
+            memset(pdw, 0, f * K * sizeof(real))
+        started = 0
+        n0 = lo
+        while n0 < hi:
+            cnt = <int>min(<Py_ssize_t>ib, hi - n0)
+            ncols = cnt * ohow
+            _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
+            # un-pool dz = dy * act'(y) to each window's argmax; zero elsewhere and on the border
+            memset(dz, 0, f * ncols * sizeof(real))
+            for fi in range(f):
+                for j in range(cnt):
+                    dzr = dz + fi * ncols + j * ohow
+                    o = (((n0 + j) * f + fi) * PH) * PW
+                    for pi in range(PH):
+                        for pj in range(PW):
+                            g = dyp[o] * _dact(yp[o], act)
+                            pdb[fi] += g
+                            a = ap[o]
+                            dzr[(pi * ph + a // pw) * ow + pj * pw + a % pw] = g
+                            o = o + 1
+            # dw_slice (+)= dz @ cols^T
+            _gemm(False, True, f, K, ncols, <real>1, dz, ncols, cols, ncols,
+                  <real>(1 if started else 0), pdw, K)
+            started = 1
+            if want_dx:
+                _gemm(True, False, K, ncols, f, <real>1, wp, K, dz, ncols, <real>0, dcols, ncols)
+                memset(dxp + n0 * img, 0, cnt * img * sizeof(real))
+                _col2im_add(dcols, cnt, c, h, wd, kh, kw, oh, ow, dxp + n0 * img)
+            n0 = n0 + cnt
+    # reduce the per-slice partials in slice order (deterministic)
+    for q in prange(<Py_ssize_t>f * K, nogil=True, schedule="static", num_threads=nthreads):
+        acc = 0
+        for t in range(nthreads):
+            acc = acc + (sp + t * sstride + (2 * K + f) * nc)[q]
+        dwp[q] = acc
+    for fi in range(f):
+        acc = 0
+        for t in range(nthreads):
+            acc = acc + (sp + t * sstride + (2 * K + f) * nc + f * K)[fi]
+        dbp[fi] = acc
+
+
+# -- dense --------------------------------------------------------------------------
+
+def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, ::1] y,
+                  double scale, int nthreads):
+    """``y = act(scale * x @ w + b)``: GEMM per slice of rows, bias/activation in its epilogue."""
+    cdef int n = x.shape[0], nin = x.shape[1], nout = w.shape[1]
+    cdef real* xp = &x[0, 0]
+    cdef real* wp = &w[0, 0]
+    cdef real* bp = &b[0]
+    cdef real* yp = &y[0, 0]
+    cdef int t, i, jj
+    cdef Py_ssize_t lo, hi
+    cdef real* yr
+    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        lo = (<Py_ssize_t>n * t) // nthreads
+        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+        if lo < hi:
+            _gemm(False, False, <int>(hi - lo), nout, nin, <real>scale, xp + lo * nin, nin,
+                  wp, nout, <real>0, yp + lo * nout, nout)
+            for i in range(<int>lo, <int>hi):
+                yr = yp + <Py_ssize_t>i * nout
+                for jj in range(nout):
+                    yr[jj] = _act(yr[jj] + bp[jj], act)
+
+
+def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] y, real[:, ::1] dy, int act,
+                   real[:, ::1] dw, real[::1] db, real[:, ::1] dx, real[::1] scratch,
+                   int nthreads):
+    """``dz = dy*act'(y)`` into ``scratch``; ``db`` summed over rows in order; ``dw`` split by
+    its rows and ``dx`` by the batch rows across the slices (no reduction across slices)."""
+    cdef int n = x.shape[0], nin = x.shape[1], nout = w.shape[1]
+    cdef bint want_dx = dx is not None
+    cdef real* xp = &x[0, 0]
+    cdef real* wp = &w[0, 0]
+    cdef real* yp = &y[0, 0]
+    cdef real* dyp = &dy[0, 0]
+    cdef real* dwp = &dw[0, 0]
+    cdef real* dbp = &db[0]
+    cdef real* dz = &scratch[0]
+    cdef real* dxp = NULL
+    cdef int t, i, jj
+    cdef Py_ssize_t lo, hi, q
+    if want_dx:
+        dxp = &dx[0, 0]
+    with nogil:
+        if act == LINEAR:
+            memcpy(dz, dyp, <Py_ssize_t>n * nout * sizeof(real))
+        else:
+            for q in range(<Py_ssize_t>n * nout):
+                dz[q] = dyp[q] * _dact(yp[q], act)
+        memset(dbp, 0, nout * sizeof(real))
+        for i in range(n):
+            for jj in range(nout):
+                dbp[jj] += dz[<Py_ssize_t>i * nout + jj]
+    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        lo = (<Py_ssize_t>nin * t) // nthreads
+        hi = (<Py_ssize_t>nin * (t + 1)) // nthreads
+        # dw[lo:hi] = x[:, lo:hi]^T @ dz
+        _gemm(True, False, <int>(hi - lo), nout, n, <real>1, xp + lo, nin, dz, nout,
+              <real>0, dwp + lo * nout, nout)
+        if want_dx:
+            lo = (<Py_ssize_t>n * t) // nthreads
+            hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+            # dx[lo:hi] = dz[lo:hi] @ w^T
+            _gemm(False, True, <int>(hi - lo), nin, nout, <real>1, dz + lo * nout, nout, wp, nout,
+                  <real>0, dxp + lo * nin, nin)
+
+
+def apply_mask(real[::1] x, real[::1] mask, real[::1] out, int nthreads):
+    """``out = x * mask`` (flat views; ``out`` may alias ``x``)."""
+    cdef Py_ssize_t n = x.shape[0], q
+    cdef real* xp = &x[0]
+    cdef real* mp = &mask[0]
+    cdef real* op = &out[0]
+    # below ~64k elements a parallel region costs more than it saves
+    if n < 65536:
+        nthreads = 1
+    for q in prange(n, nogil=True, schedule="static", num_threads=nthreads):
+        op[q] = xp[q] * mp[q]
+
+
+# -- softmax + negative log-likelihood ---------------------------------------------------
+
+def softmax_nll_forward(real[:, ::1] z, label_t[::1] labels, real[:, ::1] probs, bint has_labels):
+    """Stable softmax into ``probs``; returns ``(sum of -log p[label], correct count)``.
+
+    ``labels`` is ignored (and may be a dummy) unless ``has_labels``.
+    """
+    cdef int n = z.shape[0], k = z.shape[1], i, jj, best
+    cdef real* zp = &z[0, 0]
+    cdef real* pp = &probs[0, 0]
+    cdef real* zr
+    cdef real* pr
+    cdef real zmax, e, s, pbest
+    cdef double nll = 0
+    cdef long correct = 0
+    with nogil:
+        for i in range(n):
+            zr = zp + <Py_ssize_t>i * k
+            pr = pp + <Py_ssize_t>i * k
+            zmax = zr[0]
+            for jj in range(1, k):
+                if zr[jj] > zmax:
+                    zmax = zr[jj]
+            s = 0
+            for jj in range(k):
+                if real is float:
+                    e = expf(zr[jj] - zmax)
+                else:
+                    e = exp(zr[jj] - zmax)
+                pr[jj] = e
+                s = s + e
+            for jj in range(k):
+                pr[jj] = pr[jj] / s
+            if has_labels:
+                # log-softmax from the shifted logits: finite even when p underflows
+                nll -= (<double>zr[labels[i]] - zmax) - log(<double>s)
+                best = 0
+                pbest = pr[0]
+                for jj in range(1, k):
+                    if pr[jj] > pbest:
+                        pbest = pr[jj]
+                        best = jj
+                if best == labels[i]:
+                    correct += 1
+    return nll, correct
+
+
+def softmax_nll_backward(real[:, ::1] probs, label_t[::1] labels, real[:, ::1] dz):
+    """``dz = (probs - onehot(labels)) / N``."""
+    cdef int n = probs.shape[0], k = probs.shape[1], i, jj
+    cdef real* pp = &probs[0, 0]
+    cdef real* dp = &dz[0, 0]
+    with nogil:
+        for i in range(n):
+            for jj in range(k):
+                dp[<Py_ssize_t>i * k + jj] = pp[<Py_ssize_t>i * k + jj]
+            dp[<Py_ssize_t>i * k + labels[i]] -= 1
+            for jj in range(k):
+                dp[<Py_ssize_t>i * k + jj] /= n
+
+
+# -- optimizer ----------------------------------------------------------------------
+
+cdef inline void _momentum_range(real* p, real* g, real* v, Py_ssize_t lo, Py_ssize_t hi,
+                                 real eta, real mu, real decay, int mode) noexcept nogil:
+    """One update of ``p[lo:hi]`` (mode 0 SGD, 1 classical, 2 Nesterov); ``decay`` is 0
+    outside the weights segment. Separate loops per mode keep each one branch-free so
+    the compiler vectorises it."""
+    cdef Py_ssize_t i
+    cdef real ge, vi
+    if mode == 0:
+        for i in range(lo, hi):
+            p[i] = p[i] - eta * (g[i] + decay * p[i])
+    elif mode == 1:
+        for i in range(lo, hi):
+            vi = mu * v[i] - eta * (g[i] + decay * p[i])
+            v[i] = vi
+            p[i] = p[i] + vi
+    else:
+        for i in range(lo, hi):
+            ge = g[i] + decay * p[i]
+            vi = mu * v[i] - eta * ge
+            v[i] = vi
+            p[i] = p[i] + (mu * vi - eta * ge)
+
+
+def momentum_step(real[::1] p, real[::1] g, real[::1] v, double eta, double momentum,
+                  bint nesterov, double decay, Py_ssize_t n_decay, int nthreads):
+    """One fused in-place momentum-SGD pass (see ``reference.momentum_step``); ``v`` is not
+    touched, and may be None, when ``momentum == 0``."""
+    cdef Py_ssize_t n = p.shape[0], lo, hi, mid
+    cdef real* pp = &p[0]
+    cdef real* gp = &g[0]
+    cdef real* vp = NULL
+    cdef int mode = 0 if momentum == 0 else (2 if nesterov else 1)
+    cdef real e = <real>eta, mu = <real>momentum, d = <real>decay
+    cdef int t
+    if mode:
+        vp = &v[0]
+    # a parallel region costs a few microseconds: small buffers run on one thread
+    if n < 32768:
+        nthreads = 1
+    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        # slice boundaries on 16-element multiples keep every slice's vectors aligned
+        lo = ((n * t) // nthreads) & ~(<Py_ssize_t>15)
+        hi = n if t == nthreads - 1 else ((n * (t + 1)) // nthreads) & ~(<Py_ssize_t>15)
+        mid = min(max(n_decay, lo), hi)
+        _momentum_range(pp, gp, vp, lo, mid, e, mu, d, mode)
+        _momentum_range(pp, gp, vp, mid, hi, e, mu, <real>0, mode)
+
+
+def sum_squares(real[::1] a, int nthreads):
+    """``sum(a**2)`` in double, per-slice partials summed in slice order."""
+    cdef Py_ssize_t n = a.shape[0], lo, hi, i
+    cdef real* ap = &a[0]
+    cdef double part[256]
+    cdef double acc, total = 0
+    cdef int t
+    nthreads = min(nthreads, 256)
+    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
+        lo = (<Py_ssize_t>n * t) // nthreads
+        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+        acc = 0
+        for i in range(lo, hi):
+            acc = acc + <double>ap[i] * ap[i]
+        part[t] = acc
+    for t in range(nthreads):
+        total += part[t]
+    return total
