@@ -142,7 +142,7 @@ class Network:
             raise ValueError(f"{name} contains NaN or infinite values")
         return x
 
-    def prepare_labels(self, y, n, name="y"):
+    def prepare_labels(self, y, n, name="labels y"):
         """Validate labels and return them as an int64 device array of length ``n``."""
         if not hasattr(y, "shape"):
             y = np.asarray(y)

@@ -1,0 +1,56 @@
+"""The command line, run as a real subprocess (``python -m fastmom``)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def fastmom(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fastmom", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def test_train_writes_history_json(tmp_path):
+    out = tmp_path / "h.json"
+    proc = fastmom("train", "--net", "fc", "--epochs", "2", "--eta", "0.5", "--momentum", "0.5",
+                   "--json", str(out))
+    assert "Epoch 1: validation accuracy" in proc.stdout
+    assert "Finished training network." in proc.stdout
+    payload = json.loads(out.read_text())
+    assert [r["epoch"] for r in payload["history"]] == [0, 1]
+    assert payload["summary"]["best_validation_accuracy"] > 0.8
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_compare_momentum_ahead_after_first_epoch(tmp_path):
+    """issue 2: eta 0.01 for both, same initial weights: momentum 0.9 leads plain SGD
+    in validation accuracy after the first epoch on the bundled sample."""
+    out = tmp_path / "c.json"
+    proc = fastmom("compare", "--epochs", "1", "--eta", "0.01", "--json", str(out))
+    assert "| optimizer |" in proc.stdout
+    sgd, mom = json.loads(out.read_text())["results"]
+    assert sgd["momentum"] == 0 and mom["momentum"] == 0.9
+    assert mom["validation_by_epoch"][0] > sgd["validation_by_epoch"][0] + 0.03, (sgd, mom)
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "acc.png"
+    fastmom("train", "--net", "fc", "--epochs", "1", "--eta", "0.5", "--plot", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "--dataset", "/nonexistent/dir"], "nonexistent"),
+    (["train", "--eta", "-1"], "must be a finite number > 0"),
+    (["train", "--momentum", "1.2"], "must be in [0, 1)"),
+])
+def test_bad_arguments_fail_clearly(args, message):
+    proc = fastmom(*args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
