@@ -1,0 +1,106 @@
+"""Compile check of the CUDA sources (every CI run; needs nvcc, not a GPU or CuPy).
+
+Every ``kernels/cuda/*.cu`` is compiled with the template instantiations that the cuda
+backend launches, for sm_80 and sm_90, warnings as errors and register spills or
+local-memory use reported by ptxas as errors too. The kernel entry points in the PTX
+are demangled and checked against :data:`fastmom.backends.cuda.NAME_EXPRESSIONS`, and
+the momentum step must use 16-byte vector loads.
+"""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fastmom.backends import cuda
+
+NVCC = shutil.which("nvcc") or next((p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.exists(p)), None)
+CXXFILT = shutil.which("c++filt")
+pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (CI has it): CUDA compile check skipped")
+
+ARCHS = ("sm_80", "sm_90")
+SRC = cuda.source_dir()
+
+
+def _kernels_in(path):
+    return set(re.findall(r"__global__\s+void\s+(\w+)\s*\(", path.read_text()))
+
+
+def test_sources_list_matches_the_directory():
+    assert sorted(p.name for p in SRC.glob("*.cu")) == sorted(cuda.SOURCES)
+    defined = set().union(*(_kernels_in(SRC / s) for s in cuda.SOURCES))
+    assert set(cuda.KERNELS) <= defined, f"launched but not defined: {set(cuda.KERNELS) - defined}"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """{(source, arch): ptx text}, compiling each source once per arch."""
+    out = {}
+    tmp = tmp_path_factory.mktemp("nvcc")
+    for src in cuda.SOURCES:
+        names = [e for e in cuda.NAME_EXPRESSIONS if e.split("<")[0] in _kernels_in(SRC / src)]
+        unit = tmp / f"unit_{src}"
+        # taking each instantiation's address makes nvcc emit it, as NVRTC's name_expressions do
+        unit.write_text(f'#include "{src}"\n' + "void* fm_instances[] = {"
+                        + ", ".join(f"(void*)&{e}" for e in names) + "};\n")
+        for arch in ARCHS:
+            keep = tmp / f"{src}.{arch}"
+            keep.mkdir()
+            cmd = [NVCC, *cuda.COMPILE_OPTIONS, f"-I{SRC}", f"-arch={arch}", "-cubin", "-Werror", "all-warnings",
+                   "-Xptxas", "-warn-spills,-warn-lmem-usage", "-keep", "-keep-dir", str(keep),
+                   "-o", str(keep / "out.cubin"), str(unit)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout}\n{r.stderr}"
+            out[src, arch] = next(keep.glob("*.ptx")).read_text()
+    return out
+
+
+def _entries(ptx):
+    mangled = re.findall(r"\.entry\s+(\w+)\s*\(", ptx)
+    if CXXFILT is None:
+        return mangled
+    text = subprocess.run([CXXFILT], input="\n".join(mangled), capture_output=True, text=True).stdout
+    # "void fm_x<float>(float*, ...)" -> "fm_x<float>"
+    return [re.sub(r"^void\s+", "", d).split("(")[0] for d in text.splitlines()]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_launched_kernel_is_compiled(compiled, arch):
+    entries = set()
+    for src in cuda.SOURCES:
+        entries |= set(_entries(compiled[src, arch]))
+    if CXXFILT is None:
+        missing = [e for e in cuda.NAME_EXPRESSIONS if not any(e.split("<")[0] in m for m in entries)]
+    else:
+        missing = [e for e in cuda.NAME_EXPRESSIONS if e not in entries]
+    assert not missing, f"kernels launched by fastmom.backends.cuda but absent from the {arch} build: {missing}"
+
+
+def test_momentum_step_uses_16_byte_loads(compiled):
+    ptx = compiled["optim.cu", "sm_90"]
+    assert re.search(r"ld\.global(\.nc)?\.v4\.f32", ptx), "float momentum step without 128-bit loads"
+    assert re.search(r"ld\.global(\.nc)?\.v2\.f64", ptx), "double momentum step without 128-bit loads"
+    assert re.search(r"st\.global\.v4\.f32", ptx)
+
+
+def test_module_source_is_what_nvrtc_gets():
+    text = cuda.module_source()
+    assert cuda.source_hash() in text.splitlines()[0]
+    for s in cuda.SOURCES:
+        assert (SRC / s).read_text() in text
+
+
+def test_import_without_cupy_explains():
+    # this module imports everywhere; without CuPy or a GPU, is_available() says why
+    why = cuda.is_available()
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        assert isinstance(why, str) and "CuPy is not installed" in why and "fastmom[cuda12]" in why
+        from fastmom.backends import DeviceError, get_backend
+
+        with pytest.raises(DeviceError, match="CuPy is not installed"):
+            get_backend("cuda")
+    else:
+        assert why is True or isinstance(why, str)
