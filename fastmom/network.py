@@ -63,7 +63,9 @@ class Network:
         self.backend = get_backend(device)
         self.device = self.backend.name
         self.seed = seed
-        init_seq, dropout_seq, self._data_seed_seq = np.random.SeedSequence(seed).spawn(3)
+        # kept so that a checkpoint can rebuild the same seed tree when seed is None
+        self._seed_seq = np.random.SeedSequence(seed)
+        init_seq, dropout_seq, self._data_seed_seq = self._seed_seq.spawn(3)
         self.dropout_rng = self.backend.make_rng(dropout_seq)
 
         self.flat = ParamBuffer([layer.param_shapes() for layer in self.layers], self.dtype, self.backend)
@@ -257,6 +259,39 @@ class Network:
         if not lmbda:
             return 0.0
         return 0.5 * lmbda * self.backend.sum_squares(self.flat.weights()) / num_training_batches
+
+    # -- persistence -------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the architecture, parameters and dropout RNG state to ``path``.
+
+        The file is a pickle-free ``.npz`` (see :mod:`fastmom.checkpoint`), written
+        atomically: an interrupted save leaves any previous file at ``path`` intact.
+        Raises ValueError (and writes nothing) if a parameter is NaN or infinite.
+        """
+        from .checkpoint import save_network
+        return save_network(self, path)
+
+    @classmethod
+    def load(cls, path, device=None, dtype=None):
+        """Rebuild a network saved by :meth:`save` or by a ``Trainer`` checkpoint.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, optional
+            Default: the device it was saved from.
+        dtype : numpy dtype, optional
+            Default: the stored dtype; parameters are cast to it.
+
+        Raises
+        ------
+        fastmom.checkpoint.CheckpointError
+            Naming ``path`` when it is missing, corrupt, truncated or of another
+            format version.
+        """
+        from .checkpoint import load_network
+        return load_network(path, device=device, dtype=dtype)
 
     # -- training ----------------------------------------------------------------------
 

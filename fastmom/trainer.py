@@ -8,20 +8,44 @@ validation and test accuracy, append a record to the history and run the callbac
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
+from . import checkpoint as _ckpt
 from .optim import MomentumSGD, check_eta
 
-__all__ = ["Trainer", "History", "DivideOnPlateau", "DivergenceError", "OPTIMIZERS"]
+__all__ = ["Trainer", "History", "DivideOnPlateau", "DivergenceError", "TrainingInterrupted",
+           "OPTIMIZERS"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov")
+CHECKPOINT_UNITS = ("epoch", "step")
 
 
 class DivergenceError(FloatingPointError):
-    """The training cost became NaN or infinite; the offending step was not applied."""
+    """The training cost or gradient became NaN or infinite; the offending step was not
+    applied, so the parameters and velocity are those after the last good step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :meth:`Trainer.fit` at a mini-batch boundary.
+
+    A ``KeyboardInterrupt``, so code that does not care still stops as usual.
+
+    Attributes
+    ----------
+    checkpoint : str or None
+        The checkpoint written on the way out (None when checkpointing is off).
+    """
+
+    def __init__(self, checkpoint):
+        super().__init__(f"training interrupted; checkpoint: {checkpoint}" if checkpoint
+                         else "training interrupted (checkpointing is off: nothing saved)")
+        self.checkpoint = checkpoint
 
 
 class History(list):
@@ -50,7 +74,15 @@ class History(list):
 class DivideOnPlateau:
     """network3 chapter 3's schedule: divide eta by ``factor`` whenever validation
     accuracy has not improved for ``patience`` epochs; stop once eta has fallen to
-    ``min_ratio`` of its first value (Nielsen suggests 1/128)."""
+    ``min_ratio`` of its first value (Nielsen suggests 1/128).
+
+    Its progress (``state_dict``) is part of a trainer checkpoint."""
+
+    def state_dict(self):
+        return {"initial_eta": self.initial_eta, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state):
+        self.initial_eta, self.best, self.bad_epochs = state["initial_eta"], state["best"], state["bad_epochs"]
 
     def __init__(self, factor=2.0, patience=1, min_ratio=1 / 128):
         if not factor > 1:
@@ -110,14 +142,49 @@ class Trainer:
         Print network3's lines and measure accuracy its way (mean over full
         mini-batches) instead of over every image.
     check_finite : bool, default True
-        Stop with :class:`DivergenceError` when a mini-batch's cost is NaN or
-        infinite, before its update is applied.
+        Stop with :class:`DivergenceError` when a mini-batch's cost or gradient is NaN
+        or infinite, before its update is applied. The gradient check is one
+        ``sum_squares`` pass over the flat gradient per step (a NaN or Inf anywhere
+        makes the sum non-finite; so does a float64 gradient beyond ~1e154).
     log : callable, default print
+    checkpoint_dir : str or path-like, optional
+        Write checkpoints ``ckpt-e<epoch>-s<step>.npz`` here (created if missing).
+        Each holds the architecture, parameters, velocity, optimizer
+        hyper-parameters, epoch/step counters, the position inside the epoch,
+        data-order and dropout RNG states, callback state and the history; see
+        :mod:`fastmom.checkpoint`. A checkpoint is also written when :meth:`fit`
+        finishes, and when Ctrl-C stops it. A checkpoint is never written from
+        non-finite parameters.
+    checkpoint_every : int, default 1
+        Write every this many epochs (or steps, see ``checkpoint_unit``).
+    checkpoint_unit : {"epoch", "step"}, default "epoch"
+    keep_last : int, default 3
+        Keep the newest this many checkpoints in ``checkpoint_dir``; older ones are
+        deleted after each successful write.
+    resume : str, path-like or True, optional
+        Restore the state stored in this checkpoint file (or the newest one in this
+        directory; ``True``: in ``checkpoint_dir``, starting afresh if there is
+        none). The network must have the stored architecture (build it with
+        ``Network.load(path)``). The stored optimizer hyper-parameters (eta,
+        momentum, nesterov, lmbda, as training left them) replace the constructor's;
+        set ``trainer.eta`` afterwards to change eta. Training continues
+        bit-identically to an uninterrupted run on the same backend and thread
+        count, from the exact mini-batch where the checkpoint was taken.
+
+    Notes
+    -----
+    Ctrl-C: while :meth:`fit` runs in the main thread with checkpointing on, SIGINT
+    is deferred to the end of the current mini-batch (or the current checkpoint
+    write); the trainer then writes a checkpoint and raises
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) carrying its path. A
+    second Ctrl-C while that is pending interrupts at once.
     """
 
     def __init__(self, net, optimizer=None, *, eta=0.01, momentum=0.9, nesterov=False, lmbda=0.0,
                  shuffle=True, seed=None, schedule=None, early_stopping=None, callbacks=(),
-                 progress=None, network3_output=False, check_finite=True, log=print):
+                 progress=None, network3_output=False, check_finite=True, log=print,
+                 checkpoint_dir=None, checkpoint_every=1, checkpoint_unit="epoch", keep_last=3,
+                 resume=None):
         self.net = net
         if isinstance(optimizer, str):
             if optimizer not in OPTIMIZERS:
@@ -167,7 +234,36 @@ class Trainer:
         self.log = log
         self.history = History()
         self.epoch = 0
+        self.step = 0  # optimizer steps applied, over all epochs
         self.stop_training = False
+        # mid-epoch position: set by a resumed checkpoint, consumed by fit
+        self._pending = None
+        self._saved_step = None
+        self.last_checkpoint = None
+        self._sigint = False
+
+        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        self.checkpoint_every = _positive("checkpoint_every", checkpoint_every)
+        if checkpoint_unit not in CHECKPOINT_UNITS:
+            raise ValueError(f"checkpoint_unit must be one of {CHECKPOINT_UNITS}, got {checkpoint_unit!r}")
+        self.checkpoint_unit = checkpoint_unit
+        self.keep_last = _positive("keep_last", keep_last)
+        if self.checkpoint_dir is not None:
+            if os.path.exists(self.checkpoint_dir) and not os.path.isdir(self.checkpoint_dir):
+                raise ValueError(f"checkpoint_dir {self.checkpoint_dir} exists and is not a directory")
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            self.last_checkpoint = _ckpt.latest_checkpoint(self.checkpoint_dir)
+        if resume is True:
+            if self.checkpoint_dir is None:
+                raise ValueError("resume=True needs checkpoint_dir")
+            resume = self.last_checkpoint
+        elif resume is not None and os.path.isdir(os.fspath(resume)):
+            found = _ckpt.latest_checkpoint(os.fspath(resume))
+            if found is None:
+                raise _ckpt.CheckpointError(f"{os.fspath(resume)}: no checkpoint in this directory")
+            resume = found
+        if resume:
+            self.load_checkpoint(resume)
 
     # eta forwards to the optimizer once it exists
     @property
@@ -187,8 +283,162 @@ class Trainer:
                                          self.lmbda, num_training_batches)
         return self.optimizer
 
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def state_meta(self):
+        """The trainer's JSON-able state (everything but the arrays)."""
+        opt = self.optimizer
+        pending = self._pending
+        h = self.history
+        cbs = [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks]
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch": pending["batch"] if pending else 0,
+            "epoch_cost_sum": pending["cost_sum"] if pending else 0.0,
+            "epoch_seconds": pending["seconds"] if pending else 0.0,
+            "n_train": pending["n_train"] if pending else None,
+            "epoch_start_data_rng": pending["data_rng"] if pending else None,
+            "data_rng": _ckpt.rng_state(self.data_rng),
+            "shuffle": self.shuffle,
+            "optimizer": None if opt is None else {
+                "eta": opt.eta, "momentum": opt.momentum, "nesterov": opt.nesterov,
+                "lmbda": opt.lmbda, "num_training_batches": opt.num_training_batches},
+            "eta": self.eta, "momentum": self.momentum, "nesterov": self.nesterov, "lmbda": self.lmbda,
+            "history": list(h),
+            "best": h.summary(),
+            "callbacks": cbs,
+        }
+
+    def save_checkpoint(self, path=None):
+        """Write the network and trainer state to ``path`` (default: a new file in
+        ``checkpoint_dir``, then prune to ``keep_last``) atomically; return the path.
+
+        Raises DivergenceError, writing nothing, if the parameters or velocity hold
+        NaN or Inf.
+        """
+        be = self.net.backend
+        if path is None:
+            if self.checkpoint_dir is None:
+                raise ValueError("save_checkpoint() needs a path when checkpoint_dir is not set")
+            path = os.path.join(self.checkpoint_dir, _ckpt.checkpoint_name(self.epoch, self.step))
+        path = os.fspath(path)
+        params = be.to_numpy(self.net.flat.data)
+        vel = self.optimizer.velocity if self.optimizer is not None else None
+        vel = None if vel is None else be.to_numpy(vel)
+        if not np.isfinite(params).all() or (vel is not None and not np.isfinite(vel).all()):
+            raise DivergenceError(f"not writing checkpoint {path}: the parameters or velocity are not "
+                                  f"finite (last good checkpoint: {self.last_checkpoint})")
+        meta = {"network": _ckpt.network_meta(self.net), "trainer": self.state_meta()}
+        _ckpt.write_checkpoint(path, meta, {"params": params, "velocity": vel})
+        if self.checkpoint_dir is not None and os.path.dirname(os.path.abspath(path)) == \
+                os.path.abspath(self.checkpoint_dir):
+            self.last_checkpoint = path
+            _ckpt.prune(self.checkpoint_dir, self.keep_last)
+        self._saved_step = self.step
+        return path
+
+    def load_checkpoint(self, path):
+        """Restore a :meth:`save_checkpoint` file into this trainer and its network."""
+        path = os.fspath(path)
+        meta, arrays = _ckpt.read_checkpoint(path)
+        st = meta.get("trainer")
+        if st is None:
+            raise _ckpt.CheckpointError(f"{path}: holds a network only (Network.save), not trainer state")
+        net = self.net
+        _ckpt.check_fits(net, meta["network"], path)
+        try:
+            opt_meta = st["optimizer"]
+            vel = arrays.get("velocity")
+            if opt_meta is not None:
+                if self.optimizer is None:
+                    self.optimizer = MomentumSGD(net, opt_meta["eta"], opt_meta["momentum"],
+                                                 opt_meta["nesterov"], opt_meta["lmbda"],
+                                                 opt_meta["num_training_batches"])
+                else:
+                    opt = self.optimizer
+                    opt.eta, opt.nesterov, opt.lmbda = opt_meta["eta"], opt_meta["nesterov"], opt_meta["lmbda"]
+                    opt.momentum = opt_meta["momentum"]
+                    opt.num_training_batches = opt_meta["num_training_batches"]
+                    if opt.momentum and opt.velocity is None:
+                        opt.velocity = net.backend.zeros((net.flat.size,), net.dtype)
+                if self.optimizer.velocity is not None:
+                    if vel is None or vel.shape != (net.flat.size,):
+                        raise _ckpt.CheckpointError(f"{path}: velocity missing or of the wrong shape")
+                    self.optimizer.velocity[...] = net.backend.asarray(vel, net.dtype)
+            self._eta0 = check_eta(st["eta"])
+            self.momentum, self.nesterov, self.lmbda = st["momentum"], st["nesterov"], st["lmbda"]
+            self.epoch, self.step = int(st["epoch"]), int(st["step"])
+            _ckpt.set_rng_state(self.data_rng, st["data_rng"])
+            h = History(st["history"])
+            for k, v in st["best"].items():
+                setattr(h, k, v)
+            self.history = h
+            if st["batch"]:
+                self._pending = {"batch": int(st["batch"]), "cost_sum": float(st["epoch_cost_sum"]),
+                                 "seconds": float(st["epoch_seconds"]), "n_train": int(st["n_train"]),
+                                 "data_rng": st["epoch_start_data_rng"]}
+            else:
+                self._pending = None
+            for cb, state in zip(self.callbacks, st["callbacks"]):
+                if state is not None and hasattr(cb, "load_state_dict"):
+                    cb.load_state_dict(state)
+        except _ckpt.CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _ckpt.CheckpointError(f"{path}: invalid trainer state ({type(exc).__name__}: {exc})") from exc
+        _ckpt.load_params_into(net, meta["network"], arrays["params"], path)
+        self._saved_step = self.step
+        self.resumed_from = path
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, path, device=None, dtype=None, **kwargs):
+        """Rebuild the network stored in ``path`` and a trainer resumed from it.
+
+        ``kwargs`` go to the constructor (``checkpoint_dir``, ``callbacks``, ...);
+        the stored hyper-parameters win over ``eta``/``momentum``/``lmbda``.
+        """
+        from .network import Network
+        net = Network.load(path, device=device, dtype=dtype)
+        return cls(net, resume=path, **kwargs)
+
+    def _on_sigint(self, signum, frame):
+        if self._sigint:
+            # a second Ctrl-C: the user does not want to wait for the checkpoint
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._sigint = True
+
+    def _interrupt(self):
+        path = self.save_checkpoint() if self.checkpoint_dir is not None else None
+        raise TrainingInterrupted(path)
+
     def fit(self, training_data, epochs, validation_data=None, test_data=None):
-        """Train for ``epochs`` epochs (counting from ``self.epoch``) and return the history."""
+        """Train for ``epochs`` epochs (counting from ``self.epoch``) and return the history.
+
+        Raises
+        ------
+        DivergenceError
+            When a mini-batch's cost or gradient is not finite (the step is not applied).
+        TrainingInterrupted
+            On Ctrl-C with checkpointing on, after writing a checkpoint.
+        """
+        # defer SIGINT to a mini-batch boundary only where Python lets us install a
+        # handler (the main thread) and nobody else installed one
+        deferred = (self.checkpoint_dir is not None and threading.current_thread() is threading.main_thread()
+                    and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if not deferred:
+            return self._fit(training_data, epochs, validation_data, test_data)
+        self._sigint = False
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            return self._fit(training_data, epochs, validation_data, test_data)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._sigint = False
+
+    def _fit(self, training_data, epochs, validation_data, test_data):
         net, be = self.net, self.net.backend
         epochs = int(epochs)
         if epochs < 0:
@@ -201,6 +451,9 @@ class Trainer:
         ntb = n // bs
         if ntb == 0:
             raise ValueError(f"training_data has {n} images, fewer than mini_batch_size={bs}")
+        if self._pending is not None and self._pending["n_train"] != n:
+            raise ValueError(f"the checkpoint stopped inside an epoch of {self._pending['n_train']} training "
+                             f"images; resume it with the same training data (got {n} images)")
         opt = self._make_optimizer(ntb)
         if self.shuffle:
             xs, ys = be.empty(xtr.shape, xtr.dtype), be.empty(ytr.shape, ytr.dtype)
@@ -211,34 +464,52 @@ class Trainer:
         h = self.history
         elapsed = h[-1]["elapsed"] if h else 0.0
         self.stop_training = False
+        by_step = self.checkpoint_dir is not None and self.checkpoint_unit == "step"
+        by_epoch = self.checkpoint_dir is not None and self.checkpoint_unit == "epoch"
         while self.epoch < epochs and not self.stop_training:
             epoch = self.epoch
-            if self._eta_fn is not None:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                # resume inside the epoch: replay its permutation from the data RNG state
+                # it started with; the dropout RNG is already where the checkpoint left it
+                _ckpt.set_rng_state(self.data_rng, pending["data_rng"])
+            epoch_rng = _ckpt.rng_state(self.data_rng) if self.checkpoint_dir is not None else None
+            if self._eta_fn is not None and pending is None:
                 self.eta = self._eta_fn(epoch)
             if self.shuffle:
                 perm = be.asarray(self.data_rng.permutation(n))
                 be.xp.take(xtr, perm, axis=0, out=xs)
                 be.xp.take(ytr, perm, axis=0, out=ys)
-            batches = range(ntb)
+            j0 = pending["batch"] if pending else 0
+            batches = range(j0, ntb)
             if show_bar:
                 from tqdm.auto import tqdm
-                batches = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False)
+                batches = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, initial=j0, total=ntb)
             t0 = time.perf_counter()
-            cost_sum = 0.0
+            cost_sum = pending["cost_sum"] if pending else 0.0
+            seconds_before = pending["seconds"] if pending else 0.0
             for j in batches:
                 iteration = ntb * epoch + j
                 if self.network3_output and iteration % 1000 == 0:
                     self.log(f"Training mini-batch number {iteration}")
                 cost = net.train_step(xs[j * bs:(j + 1) * bs], ys[j * bs:(j + 1) * bs])
-                if self.check_finite and not math.isfinite(float(cost)):
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch}, mini-batch {j} (iteration {iteration}): "
-                        f"the cost is {float(cost)}; the step was not applied. Likely cause: eta="
-                        f"{opt.eta} is too large for momentum={opt.momentum}; try a smaller eta")
+                if self.check_finite:
+                    self._check_step(cost, epoch, j, iteration, opt)
                 opt.step()
                 cost_sum = cost_sum + cost
+                self.step += 1
+                if j + 1 < ntb and (self._sigint or (by_step and self.step % self.checkpoint_every == 0)):
+                    # a mid-epoch checkpoint: where to pick the epoch up again
+                    self._pending = {"batch": j + 1, "cost_sum": float(cost_sum), "n_train": n,
+                                     "seconds": seconds_before + time.perf_counter() - t0,
+                                     "data_rng": epoch_rng}
+                    if self._sigint:
+                        # _pending stays set: calling fit again continues this epoch
+                        self._interrupt()
+                    self.save_checkpoint()
+                    self._pending = None
             be.synchronize()
-            seconds = time.perf_counter() - t0
+            seconds = seconds_before + time.perf_counter() - t0
             elapsed += seconds
             record = {
                 "epoch": epoch,
@@ -263,6 +534,13 @@ class Trainer:
                 (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, record)
             if self.early_stopping and h.best_epoch is not None and epoch - h.best_epoch >= self.early_stopping:
                 self.stop_training = True
+            if self._sigint:
+                self._interrupt()
+            if (by_epoch and self.epoch % self.checkpoint_every == 0) or (
+                    by_step and self.step % self.checkpoint_every == 0):
+                self.save_checkpoint()
+        if self.checkpoint_dir is not None and self._saved_step != self.step:
+            self.save_checkpoint()  # the final state, whatever the period
         if self.network3_output:
             self.log("Finished training network.")
             if h.best_validation_accuracy is not None:
@@ -271,6 +549,24 @@ class Trainer:
                 if h.test_accuracy_at_best is not None:
                     self.log("Corresponding test accuracy of {0:.2%}".format(h.test_accuracy_at_best))
         return h
+
+    def _check_step(self, cost, epoch, j, iteration, opt):
+        """Raise DivergenceError before a non-finite cost or gradient is applied."""
+        cost = float(cost)
+        where = f"training diverged at epoch {epoch}, mini-batch {j} (iteration {iteration})"
+        ckpt = (f" The parameters are those after the last good step; the last checkpoint is "
+                f"{self.last_checkpoint}." if self.checkpoint_dir is not None else
+                " The parameters are those after the last good step.")
+        hint = (f" Likely cause: eta={opt.eta} is too large for momentum={opt.momentum}; try a "
+                f"smaller eta (or momentum).")
+        if not math.isfinite(cost):
+            raise DivergenceError(f"{where}: the cost is {cost}; the step was not applied.{ckpt}{hint}")
+        # one reduction over the flat gradient: NaN/Inf anywhere makes it non-finite
+        g2 = self.net.backend.sum_squares(self.net.flat.grad)
+        if not math.isfinite(g2):
+            raise DivergenceError(
+                f"{where}: the gradient is not finite (sum of squares {g2}) although the cost is "
+                f"{cost}; the step was not applied.{ckpt}{hint}")
 
     def _update_best(self, record):
         h, acc = self.history, record["validation_accuracy"]
@@ -285,3 +581,13 @@ class Trainer:
                 self.log("This is the best validation accuracy to date.")
                 if record["test_accuracy"] is not None:
                     self.log("The corresponding test accuracy is {0:.2%}".format(record["test_accuracy"]))
+
+
+def _positive(name, value):
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive int, got {value!r}") from None
+    if v != value or v < 1 or isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return v

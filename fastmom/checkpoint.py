@@ -1,0 +1,308 @@
+"""Checkpoints: a network (and optionally its trainer's state) in one pickle-free ``.npz``.
+
+File format (``FORMAT_VERSION`` 1)
+----------------------------------
+A NumPy ``.npz`` (a zip of ``.npy`` members) that ``np.load(path, allow_pickle=False)``
+reads, so loading a checkpoint never executes code:
+
+``meta``
+    uint8 array: UTF-8 JSON with ``format`` (``"fastmom-checkpoint"``), ``version``,
+    ``network`` (architecture, ``mini_batch_size``, dtype, device, seed entropy,
+    ``weight_init``, dropout RNG state) and, for a trainer checkpoint, ``trainer``
+    (epoch/step counters, the position inside a partly trained epoch, optimizer
+    hyper-parameters, data-order RNG state, callback state and the history).
+``params``
+    The flat parameter buffer (``net.flat.data``: every weight, then every bias).
+``velocity``
+    The optimizer's velocity, when it has one.
+
+Writes are atomic: the archive goes to a temporary file in the destination directory,
+is flushed and fsynced, then ``os.replace``-d over the destination and the directory
+is fsynced; a crash, ``SIGKILL`` or ``KeyboardInterrupt`` mid-write leaves the
+previous file intact (and at worst a stray ``.*.tmp`` file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+__all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "save_network", "load_network",
+           "read_checkpoint", "write_checkpoint", "list_checkpoints", "latest_checkpoint"]
+
+FORMAT = "fastmom-checkpoint"
+FORMAT_VERSION = 1
+# trainer checkpoints in a checkpoint_dir: ckpt-e<epoch>-s<step>.npz
+_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, truncated, of another format version, or
+    does not fit the network it is loaded into. The message names the file."""
+
+
+# -- architecture -------------------------------------------------------------------------
+
+def layer_spec(layer):
+    """A JSON-able description of an (unbound) layer's constructor arguments."""
+    from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+    if isinstance(layer, ConvPoolLayer):
+        return {"type": "ConvPoolLayer", "filter_shape": list(layer.filter_shape),
+                "image_shape": list(layer.image_shape), "poolsize": list(layer.poolsize),
+                "activation_fn": layer.activation_fn.name}
+    if isinstance(layer, SoftmaxLayer):
+        return {"type": "SoftmaxLayer", "n_in": layer.n_in, "n_out": layer.n_out,
+                "p_dropout": layer.p_dropout}
+    if isinstance(layer, FullyConnectedLayer):
+        return {"type": "FullyConnectedLayer", "n_in": layer.n_in, "n_out": layer.n_out,
+                "activation_fn": layer.activation_fn.name, "p_dropout": layer.p_dropout}
+    raise TypeError(f"cannot describe layer {layer!r} in a checkpoint")
+
+
+def build_layer(spec, source="checkpoint"):
+    """Rebuild a layer from :func:`layer_spec` output (the layer validates the values)."""
+    from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+    try:
+        kind = spec["type"]
+        if kind == "ConvPoolLayer":
+            return ConvPoolLayer(tuple(spec["filter_shape"]), tuple(spec["image_shape"]),
+                                 tuple(spec["poolsize"]), spec["activation_fn"])
+        if kind == "FullyConnectedLayer":
+            return FullyConnectedLayer(spec["n_in"], spec["n_out"], spec["activation_fn"],
+                                       spec["p_dropout"])
+        if kind == "SoftmaxLayer":
+            return SoftmaxLayer(spec["n_in"], spec["n_out"], spec["p_dropout"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid layer description {spec!r} ({exc})") from exc
+    raise CheckpointError(f"{source}: unknown layer type {kind!r}")
+
+
+# -- RNG state ----------------------------------------------------------------------------
+
+def rng_state(rng):
+    """The JSON-able state of a NumPy ``Generator`` (PCG64's 128-bit ints are plain
+    JSON integers), or of any generator with ``get_state()``."""
+    bg = getattr(rng, "bit_generator", None)
+    if bg is not None:
+        return bg.state
+    if hasattr(rng, "get_state"):
+        return rng.get_state()
+    raise TypeError(f"cannot read the state of random generator {type(rng).__name__}")
+
+
+def set_rng_state(rng, state):
+    """Restore :func:`rng_state` output *in place* (layers share the generator object)."""
+    bg = getattr(rng, "bit_generator", None)
+    if bg is not None:
+        bg.state = state
+    elif hasattr(rng, "set_state"):
+        rng.set_state(state)
+    else:
+        raise TypeError(f"cannot set the state of random generator {type(rng).__name__}")
+
+
+# -- network description ------------------------------------------------------------------
+
+def network_meta(net):
+    """Everything but the arrays needed to rebuild ``net``."""
+    return {
+        "layers": [layer_spec(layer) for layer in net.layers],
+        "mini_batch_size": net.mini_batch_size,
+        "dtype": net.dtype.name,
+        "device": net.device,
+        "seed_entropy": net._seed_seq.entropy,
+        "weight_init": net.weight_init,
+        "n_params": int(net.flat.size),
+        "dropout_rng": rng_state(net.dropout_rng),
+    }
+
+
+def network_from_meta(meta, params, source, device=None, dtype=None):
+    """Build a Network from :func:`network_meta` output and a host parameter array."""
+    from .network import Network
+    try:
+        mbs = meta["mini_batch_size"]
+        layers = [build_layer(spec, source) for spec in meta["layers"]]
+        dtype = meta["dtype"] if dtype is None else dtype
+        device = meta["device"] if device is None else device
+        net = Network(layers, mbs, device=device, dtype=dtype, seed=meta["seed_entropy"],
+                      weight_init=meta["weight_init"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        # a DeviceError (RuntimeError) for an unavailable device passes through unchanged
+        raise CheckpointError(f"{source}: cannot rebuild the network ({type(exc).__name__}: {exc})") from exc
+    load_params_into(net, meta, params, source)
+    return net
+
+
+def check_fits(net, meta, source):
+    """Raise CheckpointError unless the stored architecture is ``net``'s."""
+    mine = [layer_spec(layer) for layer in net.layers]
+    if meta.get("layers") != mine or meta.get("mini_batch_size") != net.mini_batch_size:
+        raise CheckpointError(
+            f"{source}: the checkpoint's architecture does not match this network "
+            f"(stored {meta.get('layers')} with mini_batch_size={meta.get('mini_batch_size')}; "
+            f"network {mine} with mini_batch_size={net.mini_batch_size})")
+
+
+def load_params_into(net, meta, params, source):
+    """Copy stored parameters (cast to ``net.dtype``) and the dropout RNG state into ``net``."""
+    if params.ndim != 1 or params.shape[0] != net.flat.size:
+        raise CheckpointError(f"{source}: params has shape {params.shape}, expected ({net.flat.size},)")
+    net.flat.data[...] = net.backend.asarray(params, net.dtype)
+    try:
+        set_rng_state(net.dropout_rng, meta["dropout_rng"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid dropout RNG state ({exc})") from exc
+
+
+# -- file I/O ------------------------------------------------------------------------------
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory fds: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(path, meta, arrays):
+    """Atomically write ``meta`` (JSON) and host ``arrays`` (name -> ndarray) to ``path``.
+
+    The data go to a temporary file next to ``path`` that is fsynced and then renamed
+    over ``path``; on any exception (``KeyboardInterrupt`` included) the temporary file
+    is removed and ``path`` keeps its previous content.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    meta = dict(meta, format=FORMAT, version=FORMAT_VERSION)
+    # allow_nan: an inf images_per_second in the history is legal (Python's JSON dialect)
+    blob = np.frombuffer(json.dumps(meta, allow_nan=True).encode("utf-8"), dtype=np.uint8)
+    members = {"meta": blob}
+    for name, a in arrays.items():
+        if a is not None:
+            members[name] = np.ascontiguousarray(a)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def read_checkpoint(path):
+    """Read and validate a checkpoint; return ``(meta, arrays)`` with host arrays.
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``path``: missing, not an npz, truncated or corrupt (CRC), no or invalid
+        metadata, another format or version, or members of the wrong type.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            if "meta" not in names:
+                raise CheckpointError(f"{path}: not a fastmom checkpoint (no 'meta' member)")
+            arrays = {name: z[name] for name in names}
+    except CheckpointError:
+        raise
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from exc
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as exc:
+        # np.load raises ValueError for non-npz bytes, BadZipFile for a cut or damaged
+        # zip (CRC included), ValueError for an object (pickled) member
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from exc
+    blob = arrays.pop("meta")
+    if blob.dtype != np.uint8 or blob.ndim != 1:
+        raise CheckpointError(f"{path}: invalid metadata member (dtype {blob.dtype}, shape {blob.shape})")
+    try:
+        meta = json.loads(blob.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fastmom checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported (this fastmom reads "
+            f"version {FORMAT_VERSION})")
+    if "network" not in meta or "params" not in arrays:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no network description or params)")
+    for name, a in arrays.items():
+        if a.dtype.kind != "f":
+            raise CheckpointError(f"{path}: member {name!r} has dtype {a.dtype}, expected floats")
+    return meta, arrays
+
+
+def save_network(net, path):
+    """Write ``net``'s architecture, parameters and dropout RNG state to ``path``."""
+    params = net.backend.to_numpy(net.flat.data)
+    if not np.isfinite(params).all():
+        raise ValueError(f"{path}: refusing to save a network whose parameters are not finite")
+    return write_checkpoint(path, {"network": network_meta(net)}, {"params": params})
+
+
+def load_network(path, device=None, dtype=None):
+    """Rebuild the network stored in ``path`` (a network or trainer checkpoint)."""
+    meta, arrays = read_checkpoint(path)
+    return network_from_meta(meta["network"], arrays["params"], os.fspath(path), device, dtype)
+
+
+# -- checkpoint directories ------------------------------------------------------------
+
+def checkpoint_name(epoch, step):
+    return f"ckpt-e{epoch:05d}-s{step:09d}.npz"
+
+
+def list_checkpoints(directory):
+    """Trainer checkpoints in ``directory``, oldest first (by step, then epoch)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        m = _NAME.match(name)
+        if m:
+            found.append((int(m.group(2)), int(m.group(1)), os.path.join(directory, name)))
+    return [p for _, _, p in sorted(found)]
+
+
+def latest_checkpoint(directory):
+    """The newest trainer checkpoint in ``directory``, or None."""
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def prune(directory, keep_last):
+    """Delete all but the newest ``keep_last`` trainer checkpoints in ``directory``."""
+    for path in list_checkpoints(directory)[:-keep_last]:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
