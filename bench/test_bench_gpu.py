@@ -1,0 +1,35 @@
+"""GPU benchmark smoke test (skipped without CuPy, a CUDA device or PyTorch CUDA).
+
+``pytest bench/test_bench_gpu.py`` runs bench/gpu_table.py with few repetitions and
+small sizes and checks that the table and its JSON are written and sane; the full
+measurement is ``python bench/gpu_table.py`` (see bench/gpu_all.sh).
+"""
+import json
+import pathlib
+import sys
+
+import pytest
+
+from fastmom.backends import cuda
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(cuda.is_available() is not True, reason=f"cuda backend unavailable: {cuda.is_available()}"),
+]
+
+
+def test_gpu_table_runs(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA device")
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    import gpu_table
+
+    report = gpu_table.main(["--out", str(tmp_path), "--reps", "3", "--batches", "10", "64",
+                             "--sizes", "1e6", "--no-compile"])
+    assert (tmp_path / "gpu_table.md").read_text().startswith("# fastmom cuda vs PyTorch")
+    data = json.loads((tmp_path / "gpu_table.json").read_text())
+    assert data["gpu"] == report["gpu"]
+    for batch in ("10", "64"):
+        assert data["batches"][batch]["fastmom"]["training step"] > 0
+    assert data["momentum"][0]["fastmom GB/s"] > 0
