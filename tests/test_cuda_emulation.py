@@ -127,6 +127,7 @@ CONV_CASES = [
     (3, 2, 10, 7, 9, 3, 3, 3, 2),
     (1, 3, 8, 8, 5, 5, 5, 1, 1),
     (2, 2, 13, 12, 4, 2, 3, 4, 3),
+    (1, 2, 22, 21, 9, 3, 3, 2, 2),  # full 16x16-thread tiles, 2x2 of them, ragged right and bottom
 ]
 
 
