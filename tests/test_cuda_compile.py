@@ -104,3 +104,15 @@ def test_import_without_cupy_explains():
             get_backend("cuda")
     else:
         assert why is True or isinstance(why, str)
+
+
+def test_whole_module_source_compiles(tmp_path):
+    """The concatenated text RawModule gets compiles as one unit with every instantiation."""
+    unit = tmp_path / "module.cu"
+    unit.write_text(cuda.module_source() + "\nvoid* fm_instances[] = {"
+                    + ", ".join(f"(void*)&{e}" for e in cuda.NAME_EXPRESSIONS) + "};\n")
+    cmd = [NVCC, *cuda.COMPILE_OPTIONS, f"-I{SRC}", "-arch=sm_90", "--ptx", "-Werror", "all-warnings",
+           "-o", str(tmp_path / "module.ptx"), str(unit)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(_entries((tmp_path / "module.ptx").read_text())) == len(cuda.NAME_EXPRESSIONS)
