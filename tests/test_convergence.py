@@ -1,0 +1,232 @@
+"""Tests for the convergence benchmark suite (fastmom.convergence).
+
+Everything here runs on the reference backend in a few seconds: the suite's
+--quick mode end to end, and the protocol's pure functions on hand-made run
+records.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastmom import convergence as cv
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """The reference backend's small matrix products gain nothing from BLAS threads,
+    and on a shared, loaded machine spinning BLAS threads slow them down many times."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
+def _run(optimizer, eta, seed, val, test=None, diverged=False, budget=None, elapsed=1.0):
+    """A hand-made run record with the given per-epoch accuracies."""
+    test = test if test is not None else val
+    history = [{"epoch": i, "cost": 1.0, "validation_accuracy": v, "test_accuracy": t, "eta": eta,
+                "seconds": elapsed, "elapsed": elapsed * (i + 1), "wall": 1.5 * elapsed * (i + 1)}
+               for i, (v, t) in enumerate(zip(val, test))]
+    return {"problem": "planted", "batch_size": 10, "optimizer": optimizer, "eta": eta,
+            "seed": seed, "epochs_budget": budget or len(val), "diverged": diverged,
+            "init_fingerprint": f"seed{seed}", "history": history}
+
+
+# -- epochs to target ------------------------------------------------------------------
+
+
+def test_epochs_to_target_on_a_synthetic_history():
+    r = _run("sgd", 0.1, 0, [0.50, 0.94, 0.95, 0.93, 0.97], elapsed=2.0)
+    h = r["history"]
+    assert cv.epochs_to_target(h, 0.95) == 3  # reached exactly at the third epoch
+    assert cv.epochs_to_target(h, 0.949) == 3
+    assert cv.epochs_to_target(h, 0.5) == 1
+    assert cv.epochs_to_target(h, 0.96) == 5
+    assert cv.epochs_to_target(h, 0.98) is None
+    assert cv.epochs_to_target([], 0.5) is None
+    assert cv.seconds_to_target(h, 0.95) == pytest.approx(6.0)  # cumulative training seconds
+    assert cv.seconds_to_target(h, 0.95, clock="wall") == pytest.approx(9.0)
+    assert cv.seconds_to_target(h, 0.98) is None
+    # a missing measurement is skipped, not counted as reaching the target
+    h2 = [{"validation_accuracy": None}, {"validation_accuracy": 0.99}]
+    assert cv.epochs_to_target(h2, 0.9) == 2
+
+
+# -- eta selection: validation, never test ---------------------------------------------
+
+
+def _planted():
+    """eta 0.01 is best on validation, eta 0.1 is best on test (by far)."""
+    runs = []
+    for seed in (0, 1, 2):
+        runs.append(_run("momentum-0.9", 0.01, seed, [0.90, 0.93 + 0.01 * seed],
+                         test=[0.60, 0.61]))
+        runs.append(_run("momentum-0.9", 0.1, seed, [0.85, 0.88], test=[0.98, 0.99]))
+        runs.append(_run("momentum-0.9", 0.3, seed, [0.99, 0.99], test=[0.99, 0.99],
+                         diverged=seed == 2))  # best of all, but one seed blew up
+    return runs
+
+
+@pytest.mark.parametrize("criterion", ["final", "best", "target"])
+def test_eta_selection_uses_validation_not_test_accuracy(criterion):
+    chosen = cv.select_eta(_planted(), criterion, target=0.92)
+    assert chosen["momentum-0.9"]["eta"] == 0.01
+
+
+def test_summary_reports_the_test_figures_of_the_validation_choice():
+    s = cv.summarize_setting(_planted(), target=0.92)
+    e = s["optimizers"]["momentum-0.9"]
+    assert e["chosen_eta"] == 0.01
+    a = e["at_chosen"]
+    assert a["final_test"]["mean"] == pytest.approx(0.61)  # not the 0.99 of eta 0.1
+    assert a["final_validation"]["mean"] == pytest.approx(0.94)
+    assert a["final_validation"]["std"] == pytest.approx(0.01)  # sample std over 3 seeds
+    assert a["n_seeds"] == 3 and a["reached_target"] == 3
+    sens = {row["eta"]: row for row in e["sensitivity"]}
+    assert sens[0.3]["diverged"] == 1
+    assert sens[0.1]["final_test"]["mean"] == pytest.approx(0.99)
+
+
+def test_selection_ties_go_to_the_other_accuracy_then_the_smaller_eta():
+    runs = [_run("sgd", 0.03, 0, [0.80, 0.90]), _run("sgd", 0.1, 0, [0.95, 0.90]),
+            _run("sgd", 0.3, 0, [0.95, 0.90])]
+    assert cv.select_eta(runs, "final")["sgd"]["eta"] == 0.1
+    assert cv.select_eta([_run("sgd", 0.1, 0, [0.1], diverged=True)])["sgd"]["eta"] is None
+
+
+def test_verdict_says_plainly_whether_momentum_is_faster():
+    runs = []
+    for seed in (0, 1, 2):
+        runs.append(_run("sgd", 0.1, seed, [0.80, 0.90, 0.93, 0.96]))
+        runs.append(_run("momentum-0.9", 0.01, seed, [0.90, 0.96, 0.97, 0.97]))
+    s = cv.summarize_setting(runs, target=0.95)
+    v = [x for x in s["verdicts"] if x["at"] == "chosen"][0]
+    assert v["result"] == 1 and v["text"].startswith("YES")
+    assert "2.00 ± 0.00 epochs (3/3 seeds)" in v["text"]
+    assert "4.00 ± 0.00 epochs (3/3 seeds)" in v["text"]
+    # momentum reaching it in fewer seeds loses, whatever its mean
+    runs = [_run("sgd", 0.1, 0, [0.96, 0.96]), _run("sgd", 0.1, 1, [0.80, 0.96]),
+            _run("momentum-0.9", 0.01, 0, [0.96, 0.96]), _run("momentum-0.9", 0.01, 1, [0.5, 0.9])]
+    v = cv.summarize_setting(runs, target=0.95)["verdicts"][0]
+    assert v["result"] == -1 and v["text"].startswith("NO")
+
+
+# -- runs ------------------------------------------------------------------------------
+
+
+def test_optimizer_specs():
+    assert cv.OptimizerSpec.parse("sgd").label == "sgd"
+    assert cv.OptimizerSpec.parse("momentum").label == "momentum-0.9"
+    assert cv.OptimizerSpec.parse("momentum:0.5").label == "momentum-0.5"
+    spec = cv.OptimizerSpec.parse("Nesterov-0.99+plateau")
+    assert (spec.kind, spec.momentum, spec.schedule) == ("nesterov", 0.99, "plateau")
+    assert spec.label == "nesterov-0.99+plateau"
+    for bad in ("adam", "sgd-0.9", "momentum-1.5", "momentum-x"):
+        with pytest.raises(ValueError):
+            cv.OptimizerSpec.parse(bad)
+    assert cv.resolve_problems(["1,3"]) == ["conv-sample", "fc-sample", "fc-fashion"]
+    with pytest.raises(ValueError):
+        cv.resolve_problems(["9"])
+
+
+def test_same_initial_weights_and_data_subset_across_optimizers():
+    problem = cv.PROBLEMS["conv-sample"]
+    data = cv.load_problem_data(problem, max_batches=2, batch_size=10, max_eval=20)
+    assert [len(d[1]) for d in data] == [20, 20, 20]
+    runs = {(opt, seed): cv.run_one(problem, data, opt, 0.01, seed, 10, 1, device="reference")
+            for opt in ("sgd", "momentum-0.9", "nesterov-0.9+plateau") for seed in (0, 1)}
+    opts = ("sgd", "momentum-0.9", "nesterov-0.9+plateau")
+    for key in ("init_fingerprint", "data_order_fingerprint"):
+        for seed in (0, 1):
+            assert len({runs[opt, seed][key] for opt in opts}) == 1, key
+        assert runs["sgd", 0][key] != runs["sgd", 1][key], key
+    # and directly: the same seed builds the same parameters for any optimizer's run
+    a = cv.build_network("conv", 10, device="reference", seed=3)
+    b = cv.build_network("conv", 10, device="reference", seed=3)
+    np.testing.assert_array_equal(a.flat.data, b.flat.data)
+    # momentum changed the trajectory (so the runs are not accidentally identical)
+    assert runs["sgd", 0]["history"][0]["cost"] != runs["momentum-0.9", 0]["history"][0]["cost"]
+
+
+def test_fraction_subsets_the_training_data():
+    problem = cv.PROBLEMS["conv-sample"]
+    training, validation, test = cv.load_problem_data(problem, fraction=0.1, batch_size=10)
+    assert len(training[1]) == 400 and len(validation[1]) == 500 and len(test[1]) == 500
+
+
+def test_diverging_run_is_recorded_not_raised():
+    problem = cv.PROBLEMS["fc-sample"]
+    data = cv.load_problem_data(problem, max_batches=30, batch_size=10, max_eval=20)
+    run = cv.run_one(problem, data, "momentum-0.99", 1e30, 0, 10, 2, device="reference")
+    assert run["diverged"] and "diverged" in run["divergence"]
+    assert len(run["history"]) < 2
+
+
+# -- the --quick suite end to end ------------------------------------------------------
+
+
+def test_quick_suite_writes_json_markdown_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    rc = cv.main(["--quick", "--device", "reference", "--out", str(tmp_path)])
+    assert rc == 0
+    doc = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert doc["complete"] is True
+    meta = doc["meta"]
+    for key in ("fastmom_version", "backend", "threads", "cpu_model", "cpu_cores", "date",
+                "suite_seconds", "command"):
+        assert meta[key] is not None, key
+    assert meta["backend"] == "reference"
+    cfg = doc["config"]
+    assert cfg["reduced"] is True and cfg["seeds"] == [0] and cfg["etas"] == [0.01, 0.1]
+    assert cfg["optimizers"] == ["sgd", "momentum-0.9", "momentum-0.9+plateau"]
+    assert len(doc["runs"]) == 3 * 2 * 1
+    for run in doc["runs"]:
+        assert len(run["history"]) == cv.QUICK["epochs"]
+        for rec in run["history"]:
+            for key in ("cost", "validation_accuracy", "test_accuracy", "seconds", "elapsed", "wall"):
+                assert isinstance(rec[key], float), key
+    assert len({r["init_fingerprint"] for r in doc["runs"]}) == 1  # one seed, one start
+    summary = doc["summary"]["conv-sample"]
+    assert set(summary["optimizers"]) == set(cfg["optimizers"])
+    for entry in summary["optimizers"].values():
+        assert entry["chosen_eta"] in (0.01, 0.1)
+        assert {"final_test", "test_at_best_validation", "epochs_to_target",
+                "seconds_to_target"} <= set(entry["at_chosen"])
+        assert [row["eta"] for row in entry["sensitivity"]] == [0.01, 0.1]
+    assert {v["at"] for v in summary["verdicts"]} == {"chosen", "fastest"}
+
+    md = (tmp_path / "convergence-conv-sample.md").read_text()
+    assert "| optimizer | chosen eta | final validation % | final test %" in md
+    assert "Does momentum beat plain SGD in epochs to target?" in md
+    assert "VALIDATION accuracy only" in md and "REDUCED" in md
+    for name in ("convergence-conv-sample-curves.png", "convergence-conv-sample-eta.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"]({name})" in md
+
+    # the report can be rebuilt from the JSON alone
+    (tmp_path / "convergence-conv-sample.md").unlink()
+    assert cv.main(["--report", str(tmp_path / "convergence-conv-sample.json"), "--no-plots"]) == 0
+    assert (tmp_path / "convergence-conv-sample.md").read_text() == md
+
+
+def test_resume_reuses_finished_runs(tmp_path):
+    args = ["--quick", "--device", "reference", "--out", str(tmp_path), "--no-plots",
+            "--optimizers", "sgd", "--etas", "0.1", "--epochs", "1", "--max-batches", "2"]
+    assert cv.main(args) == 0
+    first = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert cv.main(args + ["--resume", "--etas", "0.1,0.03"]) == 0
+    second = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert len(second["runs"]) == 2
+    assert second["runs"][0] == first["runs"][0]  # reused, not re-run
+
+
+def test_cli_errors_are_reported_not_raised(capsys):
+    assert cv.main(["--problem", "nope", "--no-plots"]) == 2
+    assert "unknown problem" in capsys.readouterr().err
