@@ -221,7 +221,7 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* pdw
     cdef real* pdb
     cdef real* dzr
-    cdef real g, acc
+    cdef real g
     if want_dx:
         dxp = &dx[0, 0, 0, 0]
     for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
@@ -263,17 +263,18 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                 memset(dxp + n0 * img, 0, cnt * img * sizeof(real))
                 _col2im_add(dcols, cnt, c, h, wd, kh, kw, oh, ow, dxp + n0 * img)
             n0 = n0 + cnt
-    # reduce the per-slice partials in slice order (deterministic)
-    for q in prange(<Py_ssize_t>f * K, nogil=True, schedule="static", num_threads=nthreads):
-        acc = 0
-        for t in range(nthreads):
-            acc = acc + (sp + t * sstride + (2 * K + f) * nc)[q]
-        dwp[q] = acc
-    for fi in range(f):
-        acc = 0
-        for t in range(nthreads):
-            acc = acc + (sp + t * sstride + (2 * K + f) * nc + f * K)[fi]
-        dbp[fi] = acc
+    # reduce the per-slice partials in slice order (deterministic); serially, since
+    # F*K adds cost less than another parallel region's fork/join
+    with nogil:
+        memcpy(dwp, sp + (2 * K + f) * nc, f * K * sizeof(real))
+        memcpy(dbp, sp + (2 * K + f) * nc + f * K, f * sizeof(real))
+        for t in range(1, nthreads):
+            pdw = sp + t * sstride + (2 * K + f) * nc
+            pdb = pdw + f * K
+            for q in range(<Py_ssize_t>f * K):
+                dwp[q] += pdw[q]
+            for fi in range(f):
+                dbp[fi] += pdb[fi]
 
 
 # -- dense --------------------------------------------------------------------------
@@ -456,8 +457,9 @@ def momentum_step(real[::1] p, real[::1] g, real[::1] v, double eta, double mome
     cdef int t
     if mode:
         vp = &v[0]
-    # a parallel region costs a few microseconds: small buffers run on one thread
-    if n < 32768:
+    # a parallel region costs microseconds on an idle machine and milliseconds when the
+    # cores are oversubscribed: buffers that fit in L2 run on one thread
+    if n < 262144:
         nthreads = 1
     for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
         # slice boundaries on 16-element multiples keep every slice's vectors aligned

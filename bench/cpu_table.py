@@ -1,0 +1,182 @@
+"""One-command CPU benchmark: fastmom ``cpu`` vs ``reference`` vs PyTorch, side by side.
+
+Usage::
+
+    python bench/cpu_table.py [--quick] [--threads N] [--json out.json] [--markdown out.md]
+
+Everything is measured in one process and one run, in interleaved rounds, and reported
+as medians with ratios ``cpu / other`` expressed as a speed-up (> 1: cpu is faster).
+PyTorch runs with ``torch.set_num_threads`` equal to fastmom's thread count, in NCHW
+and channels_last layouts; without torch those columns are skipped with a message.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common as C  # noqa: E402
+
+
+def fmt_time(s):
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+
+
+def speedup(rows, base, other):
+    if base not in rows or other not in rows:
+        return ""
+    return f"{rows[other] / rows[base]:.2f}x"
+
+
+def best_ratio(r):
+    """Speed-up of cpu over the faster PyTorch layout, or '-' without torch."""
+    tb = min([r[k] for k in ("torch", "torch_cl") if k in r], default=None)
+    return f"{tb / r['cpu']:.2f}x" if tb else "-"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and no batch-256 reference")
+    ap.add_argument("--threads", type=int, default=None, help="threads for cpu and torch")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None)
+    args = ap.parse_args(argv)
+
+    from fastmom.backends import cpu, reference
+    if cpu.is_available() is not True:
+        sys.exit(f"cpu backend not available: {cpu.is_available()}")
+    threads = args.threads or cpu.get_num_threads()
+    cpu.set_num_threads(threads)
+    have_torch = C.torch_available()
+    rounds = 3 if args.quick else 7
+    min_time = 0.01 if args.quick else 0.03
+    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+           "command": " ".join(["python", "bench/cpu_table.py"] + (argv if argv is not None else sys.argv[1:])),
+           "machine": C.machine_description(threads), "kernels": [], "steps": [], "momentum": []}
+    lines = []
+    p = lines.append
+    m = out["machine"]
+    p(f"# fastmom cpu benchmark ({out['date']})\n")
+    p(f"- machine: {m['cpu']}, {m['cores_available']} cores available, {threads} threads; "
+      f"1-min load average at start {m['load_average_1min']}")
+    p(f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    p(f"- thread pools: " + "; ".join(m["threadpools"]))
+    if m["env"]:
+        p(f"- environment: {m['env']}")
+    p(f"- command: `{out['command']}`")
+    if not have_torch:
+        p("- **torch is not installed: PyTorch columns skipped** (`pip install torch`)")
+    p("")
+
+    # -- kernels -------------------------------------------------------------------------
+    batch = 64
+    p(f"## Kernels (float32, batch {batch}; median per call; speed-up = other / cpu)\n")
+    p("| kernel | cpu | reference | torch NCHW | torch CL | vs reference | vs torch best |")
+    p("|---|---|---|---|---|---|---|")
+    conv_cfgs = [("conv1", dict(c=1, h=28, w=28, f=20, k=5, pool=2, first=True)),
+                 ("conv2", dict(c=20, h=12, w=12, f=40, k=5, pool=2, first=False))]
+    problems = []
+    for name, cfg in conv_cfgs:
+        fc, bc = C.conv_problem(cpu, batch, **cfg)
+        fr, br = C.conv_problem(reference, batch, **cfg)
+        fwd = {"cpu": fc, "reference": fr}
+        bwd = {"cpu": bc, "reference": br}
+        if have_torch:
+            ft, bt = C.torch_conv_problem(batch, **cfg)
+            fl, bl = C.torch_conv_problem(batch, channels_last=True, **cfg)
+            fwd.update(torch=ft, torch_cl=fl)
+            bwd.update(torch=bt, torch_cl=bl)
+        problems += [(f"{name} forward", fwd), (f"{name} backward", bwd)]
+    fc, bc = C.dense_problem(cpu, batch, 640, 100)
+    fr, br = C.dense_problem(reference, batch, 640, 100)
+    df, db = {"cpu": fc, "reference": fr}, {"cpu": bc, "reference": br}
+    if have_torch:
+        ft, bt = C.torch_dense_problem(batch, 640, 100)
+        df["torch"], db["torch"] = ft, bt
+    problems += [("dense 640x100 forward", df), ("dense 640x100 backward", db)]
+    sm = {"cpu": C.softmax_problem(cpu, batch), "reference": C.softmax_problem(reference, batch)}
+    if have_torch:
+        sm["torch"] = C.torch_softmax_problem(batch)
+    problems.append(("softmax+NLL fwd+bwd (10 classes)", sm))
+    for name, fns in problems:
+        r = C.measure(fns, min_time=min_time, rounds=rounds)
+        p(f"| {name} | {fmt_time(r['cpu'])} | {fmt_time(r['reference'])} | "
+          f"{fmt_time(r['torch']) if 'torch' in r else '-'} | "
+          f"{fmt_time(r['torch_cl']) if 'torch_cl' in r else '-'} | "
+          f"{r['reference'] / r['cpu']:.2f}x | {best_ratio(r)} |")
+        out["kernels"].append({"kernel": name, "batch": batch, "seconds": r})
+
+    # -- full training step and inference ------------------------------------------------------
+    fwd_flops, step_flops = C.net_flops_per_image()
+    p(f"\n## network3's two-conv ReLU net: training step (forward + backward + momentum update) "
+      f"and inference\n")
+    p(f"FLOPs per image: {fwd_flops / 1e6:.2f} M forward, {step_flops / 1e6:.2f} M forward+backward.\n")
+    p("| batch | pass | cpu | reference | torch NCHW | torch CL | cpu img/s | cpu GFLOP/s | "
+      "vs reference | vs torch NCHW | vs torch CL | vs torch best |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for batch in (10, 64, 256):
+        steps = {"train": {}, "infer": {}}
+        for dev in ("cpu", "reference"):
+            if dev == "reference" and args.quick and batch == 256:
+                continue
+            tr, inf = C.fastmom_step(dev, batch)
+            steps["train"][dev], steps["infer"][dev] = tr, inf
+        if have_torch:
+            for key, cl in (("torch", False), ("torch_cl", True)):
+                tr, inf = C.torch_step(batch, cl, threads)
+                steps["train"][key], steps["infer"][key] = tr, inf
+        for kind, fns in steps.items():
+            r = C.measure(fns, min_time=min_time * 3, rounds=rounds)
+            fl = step_flops if kind == "train" else fwd_flops
+            cells = [fmt_time(r[k]) if k in r else "-" for k in ("cpu", "reference", "torch", "torch_cl")]
+            p(f"| {batch} | {kind} | " + " | ".join(cells) +
+              f" | {batch / r['cpu']:.0f} | {batch * fl / r['cpu'] / 1e9:.1f} | "
+              f"{speedup(r, 'cpu', 'reference')} | {speedup(r, 'cpu', 'torch')} | "
+              f"{speedup(r, 'cpu', 'torch_cl')} | {best_ratio(r)} |")
+            out["steps"].append({"batch": batch, "pass": kind, "seconds": r,
+                                 "images_per_second": {k: batch / v for k, v in r.items()},
+                                 "cpu_gflops": batch * fl / r["cpu"] / 1e9})
+
+    # -- momentum step -----------------------------------------------------------------------
+    bw = C.copy_bandwidth()
+    out["copy_bandwidth_GBps"] = bw
+    p(f"\n## Momentum step (momentum 0.9, weights-only L2; float32; 20 bytes/parameter)\n")
+    p(f"Measured copy bandwidth (NumPy copy of 512 MiB, read + write): **{bw:.1f} GB/s**.\n")
+    p("| parameters | cpu | reference | torch fused | torch foreach | cpu GB/s | torch fused GB/s | "
+      "vs reference | vs torch fused | vs torch foreach |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
+    import math
+    shapes = C.network3_param_shapes()
+    n3 = sum(math.prod(s) for s in shapes)
+    for label, n in ((f"{n3:,} (network3 list)", n3), ("1e5", 10**5), ("1e6", 10**6), ("1e7", 10**7)):
+        fns = {"cpu": C.momentum_problem(cpu, n), "reference": C.momentum_problem(reference, n)}
+        if have_torch:
+            src = shapes if n == n3 else n
+            fns["torch_fused"] = C.torch_momentum_problem(src, fused=True)
+            fns["torch_foreach"] = C.torch_momentum_problem(src, fused=False)
+        r = C.measure(fns, min_time=min_time, rounds=rounds)
+        gbs = {k: 20 * n / v / 1e9 for k, v in r.items()}
+        p(f"| {label} | {fmt_time(r['cpu'])} | {fmt_time(r['reference'])} | "
+          f"{fmt_time(r['torch_fused']) if 'torch_fused' in r else '-'} | "
+          f"{fmt_time(r['torch_foreach']) if 'torch_foreach' in r else '-'} | {gbs['cpu']:.1f} | "
+          f"{gbs.get('torch_fused', float('nan')):.1f} | "
+          f"{speedup(r, 'cpu', 'reference')} | {speedup(r, 'cpu', 'torch_fused')} | "
+          f"{speedup(r, 'cpu', 'torch_foreach')} |")
+        out["momentum"].append({"params": n, "seconds": r, "GBps": gbs})
+
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
