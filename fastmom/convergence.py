@@ -604,11 +604,12 @@ def _epochs_phrase(agg):
 
 def _beats(a, b):
     """+1 if aggregate ``a`` reaches the target faster than ``b``, -1 if slower,
-    0 for a tie: more seeds reaching it wins, then fewer mean epochs."""
+    0 for a tie: a larger fraction of seeds reaching it wins, then fewer mean epochs."""
     if a is None or b is None:
         return 0 if a is b else (1 if b is None else -1)
-    if a["reached_target"] != b["reached_target"]:
-        return 1 if a["reached_target"] > b["reached_target"] else -1
+    fa, fb = a["reached_target"] / a["n_seeds"], b["reached_target"] / b["n_seeds"]
+    if fa != fb:
+        return 1 if fa > fb else -1
     if a["reached_target"] == 0:
         return 0
     ea, eb = a["epochs_to_target"]["mean"], b["epochs_to_target"]["mean"]
