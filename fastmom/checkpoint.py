@@ -106,6 +106,17 @@ def set_rng_state(rng, state):
         raise TypeError(f"cannot set the state of random generator {type(rng).__name__}")
 
 
+def _backend_rng_state(net):
+    # a backend whose generator is not a NumPy Generator (CuPy's) can provide
+    # rng_state(rng) -> JSON-able and set_rng_state(rng, state)
+    getter = getattr(net.backend, "rng_state", rng_state)
+    try:
+        return getter(net.dropout_rng)
+    except (TypeError, AttributeError) as exc:
+        raise CheckpointError(f"the {net.device} backend's dropout generator cannot be checkpointed "
+                              f"({exc}); it needs rng_state()/set_rng_state()") from exc
+
+
 # -- network description ------------------------------------------------------------------
 
 def network_meta(net):
@@ -118,7 +129,7 @@ def network_meta(net):
         "seed_entropy": net._seed_seq.entropy,
         "weight_init": net.weight_init,
         "n_params": int(net.flat.size),
-        "dropout_rng": rng_state(net.dropout_rng),
+        "dropout_rng": _backend_rng_state(net),
     }
 
 
@@ -157,7 +168,8 @@ def load_params_into(net, meta, params, source):
         raise CheckpointError(f"{source}: params has shape {params.shape}, expected ({net.flat.size},)")
     net.flat.data[...] = net.backend.asarray(params, net.dtype)
     try:
-        set_rng_state(net.dropout_rng, meta["dropout_rng"])
+        setter = getattr(net.backend, "set_rng_state", set_rng_state)
+        setter(net.dropout_rng, meta["dropout_rng"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: invalid dropout RNG state ({exc})") from exc
 
