@@ -124,8 +124,7 @@ class Network:
     def prepare_inputs(self, x, name="x"):
         """Validate images and return them as a contiguous ``(N, n_in)`` device array."""
         xp = self.backend.xp
-        if not hasattr(x, "shape"):
-            x = np.asarray(x)
+        x = _as_array(x, name)
         shape = tuple(x.shape)
         if len(shape) == 2 and shape[1] == self.n_in:
             pass
@@ -146,8 +145,7 @@ class Network:
 
     def prepare_labels(self, y, n, name="labels y"):
         """Validate labels and return them as an int64 device array of length ``n``."""
-        if not hasattr(y, "shape"):
-            y = np.asarray(y)
+        y = _as_array(y, name)
         if y.ndim != 1 or y.shape[0] != n:
             raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
         if np.dtype(y.dtype).kind not in "iu":
@@ -244,6 +242,8 @@ class Network:
         y = self.prepare_labels(y, x.shape[0])
         self._batch(x)
         lmbda, ntb = float(lmbda), _positive_int("num_training_batches", num_training_batches)
+        if not (lmbda >= 0 and np.isfinite(lmbda)):
+            raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda!r}")
         cost = float(self.train_step(x, y))
         decay = lmbda / ntb
         if lmbda:
@@ -320,11 +320,26 @@ class Network:
         return trainer.fit(training_data, epochs, validation_data, test_data)
 
 
+def _as_array(a, name):
+    """``a`` if it is an array with a NumPy dtype (NumPy, CuPy), else ``np.asarray(a)``
+    (lists, CPU torch tensors, ...); TypeError naming ``name`` when that fails."""
+    if hasattr(a, "shape") and hasattr(a, "ndim"):
+        try:
+            np.dtype(a.dtype)
+            return a
+        except TypeError:
+            pass
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be an array of real numbers, got {type(a).__name__} ({exc})") from None
+
+
 def _positive_int(name, value):
     try:
         v = int(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a positive int, got {value!r}") from None
-    if v != value or v < 1:
+    if v != value or v < 1 or isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return v

@@ -440,9 +440,13 @@ class Trainer:
 
     def _fit(self, training_data, epochs, validation_data, test_data):
         net, be = self.net, self.net.backend
-        epochs = int(epochs)
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        try:
+            n_epochs = int(epochs)
+        except (TypeError, ValueError):
+            raise TypeError(f"epochs must be an int >= 0, got {epochs!r}") from None
+        if n_epochs != epochs or n_epochs < 0 or isinstance(epochs, bool):
+            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        epochs = n_epochs
         xtr, ytr = net.prepare_data(training_data, "training_data")
         val = net.prepare_data(validation_data, "validation_data") if validation_data is not None else None
         test = net.prepare_data(test_data, "test_data") if test_data is not None else None
