@@ -780,7 +780,19 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     if isinstance(problem, str):
         problem = PROBLEMS[problem]
     specs = _specs(optimizers or problem.optimizers)
-    etas = tuple(float(e) for e in (etas or problem.etas))
+    # one grid for all, or {optimizer label: grid} (e.g. around each one's known good eta)
+    if isinstance(etas, dict):
+        unknown = set(etas) - {sp.label for sp in specs}
+        if unknown:
+            raise ValueError(f"--etas names optimizers not in the run: {sorted(unknown)}")
+        missing = [sp.label for sp in specs if sp.label not in etas]
+        if missing:
+            raise ValueError(f"--etas gives no grid for {missing}")
+        grids = {sp.label: tuple(float(e) for e in etas[sp.label]) for sp in specs}
+    else:
+        grid = tuple(float(e) for e in (etas or problem.etas))
+        grids = {sp.label: grid for sp in specs}
+    per_optimizer = len(set(grids.values())) > 1
     seeds = tuple(int(s) for s in (seeds if seeds is not None else problem.seeds))
     epochs = int(epochs or problem.epochs)
     batch_sizes = tuple(int(b) for b in (batch_sizes or problem.batch_sizes))
@@ -794,7 +806,8 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
         "dataset": problem.dataset, "arch": problem.arch, "lmbda": problem.lmbda,
         "target_validation_accuracy": problem.target, "epochs": epochs,
         "batch_sizes": list(batch_sizes), "optimizers": [s.label for s in specs],
-        "etas": list(etas), "seeds": list(seeds), "max_batches": max_batches, "fraction": fraction,
+        "etas": ({k: list(v) for k, v in grids.items()} if per_optimizer
+                 else list(next(iter(grids.values())))), "seeds": list(seeds), "max_batches": max_batches, "fraction": fraction,
         "max_eval": max_eval, "selection": criterion, "shuffle": True,
         "device": meta["backend"],
     }
@@ -802,7 +815,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                or epochs != problem.epochs or len(seeds) < len(problem.seeds)
                or tuple(batch_sizes) != problem.batch_sizes
                or {s.label for s in specs} != {s.label for s in _specs(problem.optimizers)}
-               or tuple(etas) != tuple(problem.etas))
+               or any(g != tuple(problem.etas) for g in grids.values()))
     config["reduced"] = reduced
 
     json_path = None
@@ -824,13 +837,13 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     doc = {"meta": meta, "config": config, "runs": [], "summary": {}, "complete": False}
     t_suite = time.perf_counter()
     prior_seconds = 0.0
-    total = len(batch_sizes) * len(specs) * len(etas) * len(seeds)
+    total = len(batch_sizes) * sum(len(g) for g in grids.values()) * len(seeds)
     count = 0
     for bs in batch_sizes:
         data = load_problem_data(problem, max_batches, fraction, bs, max_eval)
         config.setdefault("sizes", {})[str(bs)] = [len(d[1]) for d in data]
         for spec in specs:
-            for eta in etas:
+            for eta in grids[spec.label]:
                 for seed in seeds:
                     count += 1
                     key = (bs, spec.label, eta, seed)
@@ -901,6 +914,12 @@ def _ms(d, pct=True, nd=2):
     return f"{d['mean']:.{nd}f} ± {d['std']:.{nd}f}"
 
 
+def _grid_text(etas):
+    if isinstance(etas, dict):
+        return "; ".join(f"{k}: {', '.join(f'{e:g}' for e in v)}" for k, v in etas.items())
+    return ", ".join(f"{e:g}" for e in etas)
+
+
 def _hms(seconds):
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
@@ -935,7 +954,7 @@ def markdown_report(doc, png_names=()):
     lines.append("")
     sizes = cfg.get("sizes", {})
     lines.append(f"- Grid: optimizers {', '.join(cfg['optimizers'])}; eta "
-                 f"{', '.join(f'{e:g}' for e in cfg['etas'])}; seeds "
+                 f"{_grid_text(cfg['etas'])}; seeds "
                  f"{', '.join(map(str, cfg['seeds']))}; batch size "
                  f"{', '.join(map(str, cfg['batch_sizes']))}"
                  + "".join(f"; images (train/validation/test) at batch {bs}: "
@@ -1157,6 +1176,18 @@ def _floats(text):
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _eta_grid(text):
+    """``0.01,0.1`` (every optimizer) or ``sgd=0.03,0.1;momentum-0.9=0.003,0.01``."""
+    if "=" not in text:
+        return _floats(text)
+    out = {}
+    for part in text.split(";"):
+        if part.strip():
+            label, _, values = part.partition("=")
+            out[OptimizerSpec.parse(label).label] = _floats(values)
+    return out
+
+
 def _ints(text):
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -1174,7 +1205,9 @@ def build_parser(prog="fastmom bench-convergence"):
                         "(default: conv-sample)")
     p.add_argument("--optimizers", type=lambda s: [x for x in s.split(",") if x.strip()],
                    help="comma list, e.g. sgd,momentum-0.9,nesterov-0.9,momentum-0.9+plateau")
-    p.add_argument("--etas", type=_floats, help="comma list of learning rates")
+    p.add_argument("--etas", type=_eta_grid,
+                   help="comma list of learning rates for every optimizer, or one grid per "
+                        "optimizer: 'sgd=0.03,0.1,0.3;momentum-0.9=0.003,0.01,0.03'")
     p.add_argument("--seeds", type=_ints, help="comma list of seeds, e.g. 0,1,2")
     p.add_argument("--epochs", type=int, help="epoch budget (default: the problem's)")
     p.add_argument("--batch-size", type=_ints, help="batch size(s), comma list")

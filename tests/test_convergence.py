@@ -230,3 +230,17 @@ def test_resume_reuses_finished_runs(tmp_path):
 def test_cli_errors_are_reported_not_raised(capsys):
     assert cv.main(["--problem", "nope", "--no-plots"]) == 2
     assert "unknown problem" in capsys.readouterr().err
+
+
+def test_per_optimizer_eta_grids(tmp_path):
+    args = ["--quick", "--device", "reference", "--out", str(tmp_path), "--no-plots", "--epochs", "1",
+            "--max-batches", "2", "--optimizers", "sgd,momentum-0.9",
+            "--etas", "sgd=0.1,0.3;momentum-0.9=0.01"]
+    assert cv.main(args) == 0
+    doc = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert doc["config"]["etas"] == {"sgd": [0.1, 0.3], "momentum-0.9": [0.01]}
+    assert sorted((r["optimizer"], r["eta"]) for r in doc["runs"]) == [
+        ("momentum-0.9", 0.01), ("sgd", 0.1), ("sgd", 0.3)]
+    md = (tmp_path / "convergence-conv-sample.md").read_text()
+    assert "sgd: 0.1, 0.3; momentum-0.9: 0.01" in md
+    assert cv.main(args[:-1] + ["nesterov=0.1"]) == 2  # a grid for an optimizer not in the run
