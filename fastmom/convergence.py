@@ -717,7 +717,7 @@ def machine_info(device=None):
         pass
     try:
         from threadpoolctl import threadpool_info
-        info["blas_threads"] = [{"library": p.get("internal_api"), "threads": p.get("num_threads")}
+        info["threadpools"] = [{"library": p.get("internal_api"), "threads": p.get("num_threads")}
                                 for p in threadpool_info()]
     except ImportError:
         pass
@@ -830,6 +830,9 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                     if k in ("epochs", "max_batches", "fraction", "max_eval", "device")}
             if same == {k: config[k] for k in same}:
                 done = {_run_key(r): r for r in old.get("runs", [])}
+                # keep when, where and how the earlier runs were made
+                earlier = dict(old.get("meta", {}))
+                meta["earlier_sessions"] = earlier.pop("earlier_sessions", []) + [earlier]
                 log(f"resuming: {len(done)} runs found in {json_path}")
             else:
                 log(f"not resuming: {json_path} was made with another configuration")
@@ -969,7 +972,10 @@ def markdown_report(doc, png_names=()):
     lines.append(f"- Machine: {meta['cpu_model']}, {meta['cpu_cores']} cores, {meta['platform']}; "
                  f"fastmom {meta['fastmom_version']} (commit {meta.get('git_commit')}), backend "
                  f"`{meta['backend']}`, {meta['threads']} threads; {meta['date']}; load average "
-                 f"at start {meta.get('load_average_at_start')}.")
+                 f"at start {meta.get('load_average_at_start')}"
+                 + "".join(f"; resumed from a session of {e.get('date')} (load average at start "
+                           f"{e.get('load_average_at_start')}, {e.get('threads')} threads)"
+                           for e in meta.get("earlier_sessions", [])) + ".")
     lines.append(f"- Total time: {_hms(meta.get('suite_seconds', 0))} for {len(doc['runs'])} runs"
                  + ("" if doc.get("complete") else " (INCOMPLETE: the suite did not finish)") + ".")
     if meta.get("command"):

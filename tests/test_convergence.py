@@ -225,6 +225,8 @@ def test_resume_reuses_finished_runs(tmp_path):
     second = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
     assert len(second["runs"]) == 2
     assert second["runs"][0] == first["runs"][0]  # reused, not re-run
+    assert second["meta"]["earlier_sessions"][0]["date"] == first["meta"]["date"]
+    assert "resumed from a session of" in (tmp_path / "convergence-conv-sample.md").read_text()
 
 
 def test_cli_errors_are_reported_not_raised(capsys):
