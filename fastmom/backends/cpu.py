@@ -16,6 +16,7 @@ work (libgomp and OpenBLAS's pthreads) would otherwise fight over the cores.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -132,8 +133,12 @@ _scratch = {}
 
 
 def _workspace(key, shape, dtype):
-    """A cached uninitialised array for ``key``; allocated once per key."""
-    k = (key, shape, np.dtype(dtype).str)
+    """A cached uninitialised array for ``key``; allocated once per key.
+
+    Keyed by the calling Python thread too: the kernels release the GIL, so two threads
+    training two networks at once must not share scratch space.
+    """
+    k = (key, shape, np.dtype(dtype).str, threading.get_ident())
     buf = _scratch.get(k)
     if buf is None:
         buf = _scratch[k] = np.empty(shape, dtype=dtype)

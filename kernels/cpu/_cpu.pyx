@@ -126,6 +126,43 @@ cdef inline void _col2im_add(real* dcols, int cnt, int c, int h, int wd, int kh,
                             dst[jj] += src[jj]
 
 
+cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
+                           int* best) noexcept nogil:
+    """Max and argmax of one row of ``ph x pw`` windows (``m``, ``best`` of length PW).
+
+    Window positions are visited in row-major order with a strict ``>``, so the first
+    maximum wins on ties (the reference's rule). Updates are branch-free: on random
+    data a branch mispredicts about half of the compares (it made the forward pass
+    3x slower).
+    """
+    cdef int pj, r, s, idx, gt
+    cdef real val
+    cdef real* zq
+    for pj in range(PW):
+        m[pj] = zrow[pj * pw]
+        best[pj] = 0
+    for r in range(ph):
+        for s in range(pw):
+            idx = r * pw + s
+            zq = zrow + r * ow + s
+            # windows innermost: independent lanes the compiler can vectorise
+            for pj in range(PW):
+                val = zq[pj * pw]
+                gt = val > m[pj]
+                best[pj] = best[pj] + (idx - best[pj]) * gt
+                m[pj] = val if val > m[pj] else m[pj]
+
+
+cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogil:
+    cdef int i
+    if act == RELU:
+        for i in range(n):
+            y[i] = y[i] + bias if y[i] + bias > 0 else 0
+    else:
+        for i in range(n):
+            y[i] = _act(y[i] + bias, act)
+
+
 def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, int ph, int pw,
                       int act, real[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
                       real[:, ::1] scratch, int ib, int nthreads):
@@ -148,12 +185,11 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef int* ap = &argmax[0, 0, 0, 0]
     cdef real* sp = &scratch[0, 0]
     cdef Py_ssize_t sstride = scratch.shape[1]
-    cdef int t, cnt, ncols, fi, j, pi, pj, r, s, best
+    cdef int t, cnt, ncols, fi, j, pi
     cdef Py_ssize_t lo, hi, n0, o
     cdef real* cols
     cdef real* z
     cdef real* zr
-    cdef real m, val
     for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
         cols = sp + t * sstride
         z = cols + K * nc
@@ -170,19 +206,9 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                     zr = z + fi * ncols + j * ohow
                     o = (((n0 + j) * f + fi) * PH) * PW
                     for pi in range(PH):
-                        for pj in range(PW):
-                            # first maximum wins on ties, row-major r*pw+s (the reference's)
-                            m = zr[(pi * ph) * ow + pj * pw]
-                            best = 0
-                            for r in range(ph):
-                                for s in range(pw):
-                                    val = zr[(pi * ph + r) * ow + pj * pw + s]
-                                    if val > m:
-                                        m = val
-                                        best = r * pw + s
-                            yp[o] = _act(m + bp[fi], act)
-                            ap[o] = best
-                            o = o + 1
+                        _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
+                        _bias_act_row(yp + o, PW, bp[fi], act)
+                        o = o + PW
             n0 = n0 + cnt
 
 
