@@ -1001,10 +1001,12 @@ def markdown_report(doc, png_names=()):
                          f"{_ms(a['seconds_to_target'], pct=False, nd=1)} | "
                          f"{_ms(a['seconds_per_epoch'], pct=False, nd=2)} |")
         lines.append("")
+        lines.extend(_profile_table(doc, s))
         lines.append("**Does momentum beat plain SGD in epochs to target?**")
         lines.append("")
         for v in s["verdicts"]:
             lines.append(f"- {v['text']}")
+        lines.extend(_fallback_verdicts(doc, s))
         if not s["verdicts"]:
             lines.append("- (no momentum/SGD pair in this grid)")
         lines.append("")
@@ -1034,6 +1036,64 @@ def markdown_report(doc, png_names=()):
                 lines.append(f"![{png}]({png})")
         lines.append("")
     return "\n".join(lines)
+
+
+def accuracy_profile(runs, thresholds):
+    """Epochs to each validation threshold: ``{threshold: (mean or None, reached, n)}``,
+    the mean over the seeds that reached it."""
+    out = {}
+    for t in thresholds:
+        eps = [epochs_to_target(r["history"], t) for r in runs]
+        hit = [e for e in eps if e is not None]
+        out[t] = (float(np.mean(hit)) if hit else None, len(hit), len(eps))
+    return out
+
+
+def _profile_table(doc, s):
+    """Epochs to accuracies below the target too: where the target is not reached
+    within the budget this still shows which optimizer gets there first."""
+    target = s["target"]
+    thresholds = [round(target - d, 4) for d in (0.10, 0.05, 0.025)] + [target]
+    runs = [r for r in doc["runs"] if r["batch_size"] == s["batch_size"]]
+    groups = _group(runs)
+    lines = ["Epochs to lower validation accuracies too, at the chosen etas (mean over the "
+             "seeds that reached it; seeds reaching it in parentheses):", "",
+             "| optimizer | " + " | ".join(_pct(t) for t in thresholds) + " |",
+             "|---|" + "---|" * len(thresholds)]
+    for label, e in s["optimizers"].items():
+        if e["chosen_eta"] is None:
+            continue
+        prof = accuracy_profile(groups[label][e["chosen_eta"]], thresholds)
+        cells = [("never" if m is None else f"{m:.2f}") + f" ({k}/{n})" for m, k, n in prof.values()]
+        lines.append(f"| {label} (eta {e['chosen_eta']:g}) | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _fallback_verdicts(doc, s):
+    """Where neither optimizer reached the target, compare them at the highest lower
+    threshold (of the profile table) that both reached in every seed, labelled as such."""
+    target = s["target"]
+    thresholds = [round(target - d, 4) for d in (0.025, 0.05, 0.10)]
+    groups = _group([r for r in doc["runs"] if r["batch_size"] == s["batch_size"]])
+    opts = s["optimizers"]
+    lines = []
+    for v in s["verdicts"]:
+        if v["at"] != "chosen" or not v["text"].startswith("NEITHER"):
+            continue
+        a, b = opts[v["optimizer"]], opts[v["baseline"]]
+        if a["chosen_eta"] is None or b["chosen_eta"] is None:
+            continue
+        pa = accuracy_profile(groups[v["optimizer"]][a["chosen_eta"]], thresholds)
+        pb = accuracy_profile(groups[v["baseline"]][b["chosen_eta"]], thresholds)
+        for t in thresholds:
+            (ma, ka, na), (mb, kb, nb) = pa[t], pb[t]
+            if ka == na and kb == nb:
+                word = ("faster" if ma < mb - 1e-9 else "slower" if ma > mb + 1e-9 else "as fast")
+                lines.append(f"- (Below the target, for information: to {_pct(t)} validation, "
+                             f"{v['optimizer']} is {word}: {ma:.2f} epochs against {mb:.2f} for "
+                             f"{v['baseline']}, over {na} and {nb} seeds.)")
+                break
+    return lines
 
 
 _CRITERION_TEXT = {

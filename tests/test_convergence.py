@@ -246,3 +246,21 @@ def test_per_optimizer_eta_grids(tmp_path):
     md = (tmp_path / "convergence-conv-sample.md").read_text()
     assert "sgd: 0.1, 0.3; momentum-0.9: 0.01" in md
     assert cv.main(args[:-1] + ["nesterov=0.1"]) == 2  # a grid for an optimizer not in the run
+
+
+def test_markdown_compares_below_the_target_when_neither_reaches_it():
+    runs = []
+    for seed in (0, 1):
+        runs.append(_run("sgd", 0.1, seed, [0.80, 0.86, 0.87]))
+        runs.append(_run("momentum-0.9", 0.01, seed, [0.86, 0.87, 0.88]))
+    doc = {"config": {"problem": "planted", "number": 0, "description": "planted", "lmbda": 0.0,
+                      "epochs": 3, "target_validation_accuracy": 0.90, "optimizers": ["sgd", "momentum-0.9"],
+                      "etas": [0.01, 0.1], "seeds": [0, 1], "batch_sizes": [10], "selection": "final",
+                      "device": "reference"},
+           "meta": {k: "x" for k in ("cpu_model", "cpu_cores", "platform", "fastmom_version",
+                                     "backend", "threads", "date")},
+           "runs": runs, "summary": {}, "complete": True}
+    doc["summary"] = cv.summarize_document(doc)
+    md = cv.markdown_report(doc)
+    assert "NEITHER momentum-0.9 nor sgd reaches 90.0% validation" in md
+    assert ("to 85.0% validation, momentum-0.9 is faster: 1.00 epochs against 2.00 for sgd" in md)
