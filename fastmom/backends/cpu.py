@@ -184,8 +184,9 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
 
 
 def _dense_threads(n, n_in, n_out):
-    # below ~1 MFLOP a second thread's start-up costs more than its share of the GEMM
-    return 1 if n * n_in * n_out < 500_000 else _num_threads
+    # below ~4 MFLOP (~40 us on one core) waking a second, passively waiting thread
+    # costs about as much as its share of the GEMM saves
+    return 1 if n * n_in * n_out < 2_000_000 else _num_threads
 
 
 def dense_forward(x, w, b, act, y, scale=1.0):
