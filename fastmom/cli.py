@@ -116,9 +116,12 @@ def _plot(path, curves, title):
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, hist in curves.items():
         epochs = [r["epoch"] + 1 for r in hist]
-        ax.plot(epochs, [100 * r["validation_accuracy"] for r in hist], marker="o", label=f"{label} (validation)")
+        (line,) = ax.plot(epochs, [100 * r["validation_accuracy"] for r in hist], marker="o",
+                          label=f"{label} (validation)")
         if hist and hist[0]["test_accuracy"] is not None:
-            ax.plot(epochs, [100 * r["test_accuracy"] for r in hist], ls="--", alpha=0.6, label=f"{label} (test)")
+            ax.plot(epochs, [100 * r["test_accuracy"] for r in hist], ls="--", alpha=0.6, color=line.get_color(),
+                    label=f"{label} (test)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

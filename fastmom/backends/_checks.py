@@ -8,6 +8,12 @@ kernels' shape contracts are written down.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
+# the kernels index with C ints: anything this large would wrap around
+MAX_ELEMENTS = 2**31 - 1
+
 ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "linear")
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -40,6 +46,8 @@ def array(name, a, ndim, dtype=None, shape=None, xp=None):
         raise ValueError(f"{name} must be C-contiguous")
     if 0 in a.shape and name not in ("labels",):
         raise ValueError(f"{name} must not be empty, got shape {tuple(a.shape)}")
+    if a.size > MAX_ELEMENTS:
+        raise ValueError(f"{name} has {a.size} elements, more than the kernels' limit of {MAX_ELEMENTS}")
     return dt
 
 
@@ -57,9 +65,12 @@ def activation(act):
 
 def pool(poolsize):
     try:
-        ph, pw = (int(p) for p in poolsize)
+        ph, pw = poolsize
     except (TypeError, ValueError):
         raise ValueError(f"poolsize must be a pair of positive ints, got {poolsize!r}") from None
+    if not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in (ph, pw)):
+        raise ValueError(f"poolsize must be a pair of positive ints, got {poolsize!r}")
+    ph, pw = int(ph), int(pw)
     if ph < 1 or pw < 1:
         raise ValueError(f"poolsize must be positive, got {poolsize!r}")
     return ph, pw
@@ -103,10 +114,36 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=None):
     float_array("db", db, 1, dt, (f,), xp=xp)
     if dx is not None:
         float_array("dx", dx, 4, dt, x.shape, xp=xp)
+    window = _checked_pool_size(poolsize)
+    if _on_host(argmax):  # device arrays: the kernel guards itself (a check here would sync)
+        lo, hi = int(argmax.min()), int(argmax.max())
+        if lo < 0 or hi >= window:
+            raise ValueError(f"argmax must be in [0, {window}) (positions in a {poolsize} window), "
+                             f"got values in [{lo}, {hi}]")
     return n, c, h, wd, f, kh, kw, oh, ow, ph, pw
 
 
-def dense_forward(x, w, b, act, y, xp=None):
+def _checked_pool_size(poolsize):
+    ph, pw = pool(poolsize)
+    return ph * pw
+
+
+def _on_host(a):
+    return type(a).__module__.split(".")[0] == "numpy"
+
+
+def finite(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def dense_forward(x, w, b, act, y, scale=1.0, xp=None):
+    finite("scale", scale)
     dt = float_array("x", x, 2, xp=xp)
     n, n_in = x.shape
     float_array("w", w, 2, dt, xp=xp)
@@ -167,12 +204,12 @@ def momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay, xp=None):
         if v is None:
             raise ValueError("v (velocity) is required when momentum != 0")
         float_array("v", v, 1, dt, p.shape, xp=xp)
-    if not (eta > 0):
-        raise ValueError(f"eta must be > 0, got {eta!r}")
+    if not (eta > 0 and math.isfinite(eta)):
+        raise ValueError(f"eta must be > 0 and finite, got {eta!r}")
     if not (0 <= momentum < 1):
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not (decay >= 0):
-        raise ValueError(f"decay must be >= 0, got {decay!r}")
+    if not (decay >= 0 and math.isfinite(decay)):
+        raise ValueError(f"decay must be >= 0 and finite, got {decay!r}")
     if not (0 <= n_decay <= p.shape[0]):
         raise ValueError(f"n_decay must be in [0, {p.shape[0]}], got {n_decay!r}")
 

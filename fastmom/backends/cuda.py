@@ -188,7 +188,7 @@ class Kernels:
     # -- dense -----------------------------------------------------------------------
 
     def dense_forward(self, x, w, b, act, y, scale=1.0):
-        n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, xp=self.xp)
+        n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, scale, xp=self.xp)
         self.xp.matmul(x, w, out=y)
         self.launch("fm_bias_act", x.dtype, self._grid_1d(n * n_out), (_THREADS,),
                     (y, b, np.int64(n), np.int32(n_out), x.dtype.type(scale),

@@ -131,7 +131,7 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
 
 def dense_forward(x, w, b, act, y, scale=1.0):
     """``y = act(scale * x @ w + b)``."""
-    _checks.dense_forward(x, w, b, act, y, xp=np)
+    _checks.dense_forward(x, w, b, act, y, scale, xp=np)
     z = x @ w
     if scale != 1.0:
         z *= x.dtype.type(scale)
@@ -222,4 +222,5 @@ def momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay):
 
 
 def sum_squares(a) -> float:
-    return float(np.dot(a.ravel(), a.ravel()))
+    a = a.ravel().astype(np.float64)  # float32 squares overflow near 1.8e19
+    return float(np.dot(a, a))
