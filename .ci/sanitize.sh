@@ -8,13 +8,13 @@
 # job fails too. See docs/sanitizers.md.
 #
 # Usage: .ci/sanitize.sh [--plant-only | --no-plant] [pytest args...]
-# Environment: PYTHON (default: /work/venv/bin/python if present, else python3),
+# Environment: PYTHON (default: the python on PATH, e.g. the activated .venv),
 #              SANITIZE_KEEP=1 keeps the temporary directory, SANITIZE_TESTS overrides the
 #              test files.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PYTHON=${PYTHON:-$( [ -x /work/venv/bin/python ] && echo /work/venv/bin/python || command -v python3 )}
+PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 mode=all
 case "${1:-}" in
   --plant-only) mode=plant; shift ;;
