@@ -191,7 +191,7 @@ def _dense_threads(n, n_in, n_out):
 
 def dense_forward(x, w, b, act, y, scale=1.0):
     """``y = act(scale * x @ w + b)``."""
-    n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, xp=np)
+    n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, scale, xp=np)
     _k.dense_forward(x, w, b, _ACT[act], y, float(scale), _dense_threads(n, n_in, n_out))
 
 
