@@ -350,16 +350,14 @@ def test_thread_count_independence(threads, dtype):
     again = _run_all(1, dtype)
     for a, b in zip(two, again):  # the same thread count: bit-identical
         np.testing.assert_array_equal(a, b)
-    cpu.set_num_threads(1)
-    one = _run_all(1, dtype)
-    for a, b in zip(one, two):
-        if a.dtype == np.int32:
-            assert np.mean(a != b) < 0.01
-        else:
-            assert_close(a, b, dtype)
-    cpu.set_num_threads(3)  # more threads than cores, uneven slices
-    for a, b in zip(_run_all(1, dtype), two):
-        if a.dtype != np.int32:
+    for threads_ in (1, 3):  # 3: more threads than cores
+        cpu.set_num_threads(threads_)
+        other = _run_all(1, dtype)
+        # the conv kernels work in chunks fixed by the shapes alone: bit-identical
+        for a, b in zip(other[:5], two[:5]):
+            np.testing.assert_array_equal(a, b)
+        # dense/momentum/sum split by thread: equal to within rounding
+        for a, b in zip(other[5:], two[5:]):
             assert_close(a, b, dtype)
 
 

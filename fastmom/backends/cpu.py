@@ -5,7 +5,7 @@ docstring), plus :func:`set_num_threads` / :func:`get_num_threads`.
 
 Every wrapper runs the shared :mod:`~fastmom.backends._checks` first, so a wrong shape,
 dtype or layout raises before any ``nogil`` code runs. Scratch space (im2col columns,
-per-thread partial gradients) is cached here keyed by shape, dtype and thread count:
+per-chunk partial gradients) is cached here keyed by shape, dtype and thread count:
 it is allocated on the first call and reused by every later training step.
 
 Threading: one OpenMP team does all parallel work; the BLAS that the kernels call
@@ -44,9 +44,9 @@ else:
     _import_error = None
 
 _ACT = {n: i for i, n in enumerate(_checks.ACTIVATION_NAMES)}
-# images per im2col chunk: enough GEMM columns (ib*OH*OW ~ 512) for BLAS efficiency
-# while the chunk's columns stay in the L2 cache
-_COLS_PER_CHUNK = 512
+# GEMM columns per im2col chunk (images * OH*OW): measured flat from 128 to 512 for
+# network3's conv2, slower above; small chunks balance a batch of 10 over 2 threads
+_COLS_PER_CHUNK = 128
 
 
 def is_available():
@@ -150,20 +150,19 @@ def clear_workspaces():
     _scratch.clear()
 
 
-def _conv_chunk(n, nt, ohow):
-    per_thread = -(-n // nt)
-    return max(1, min(per_thread, _COLS_PER_CHUNK // ohow))
+def _conv_chunk(n, ohow):
+    """Images per chunk: a function of the shapes only (not of the thread count), so
+    that results are bit-identical for any number of threads."""
+    return max(1, min(n, _COLS_PER_CHUNK // ohow))
 
-
-# -- kernels ------------------------------------------------------------------------------
 
 def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
     """Fused valid cross-correlation + max-pool + bias + activation (see module doc)."""
     n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_forward(
         x, w, b, poolsize, act, y, argmax, xp=np)
     ph, pw = _checks.pool(poolsize)
-    nt = min(_num_threads, n)
-    ib = _conv_chunk(n, nt, oh * ow)
+    ib = _conv_chunk(n, oh * ow)
+    nt = min(_num_threads, -(-n // ib))
     k = c * kh * kw
     scratch = _workspace(("conv_fwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
     _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, ib, nt)
@@ -175,12 +174,14 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
     n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
         x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=np)
     ph, pw = _checks.pool(poolsize)
-    nt = min(_num_threads, n)
-    ib = _conv_chunk(n, nt, oh * ow)
+    ib = _conv_chunk(n, oh * ow)
+    nchunks = -(-n // ib)
+    nt = min(_num_threads, nchunks)
     k = c * kh * kw
-    size = (2 * k + f) * ib * oh * ow + f * k + f
-    scratch = _workspace(("conv_bwd", nt), (nt, size), x.dtype)
-    _k.conv_pool_backward(x, w, y, argmax, dy, ph, pw, _ACT[act], dw, db, dx, scratch, ib, nt)
+    scratch = _workspace(("conv_bwd", nt), (nt, (2 * k + f) * ib * oh * ow), x.dtype)
+    partial = _workspace("conv_bwd_partial", (nchunks, f * k + f), x.dtype)
+    _k.conv_pool_backward(x, w, y, argmax, dy, ph, pw, _ACT[act], dw, db, dx, scratch, partial,
+                          ib, nt)
 
 
 def _dense_threads(n, n_in, n_out):

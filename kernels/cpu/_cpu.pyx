@@ -15,7 +15,7 @@ result depends on the thread count only through rounding and is bit-identical fo
 the same count.
 """
 cimport cython
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport exp, expf, tanh, tanhf, log, fabs
 from libc.string cimport memset, memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -166,11 +166,13 @@ cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogi
 def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, int ph, int pw,
                       int act, real[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
                       real[:, ::1] scratch, int ib, int nthreads):
-    """Fused valid convolution (im2col + GEMM per slice of images), max-pool with
+    """Fused valid convolution (im2col + GEMM per chunk of ``ib`` images), max-pool with
     argmax, bias and activation.
 
-    ``scratch`` is ``(nthreads, (K + F) * ib * OH * OW)`` with ``K = C*KH*KW``: each
-    slice of the batch is processed in chunks of at most ``ib`` images.
+    Chunks are handed out dynamically, so a thread that the OS deschedules does not
+    hold back the others; each chunk's result does not depend on which thread ran it.
+    ``scratch`` is ``(nthreads, (K + F) * ib * OH * OW)`` with ``K = C*KH*KW``, one row
+    per thread.
     """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -178,6 +180,7 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef int PH = y.shape[2], PW = y.shape[3]
     cdef int K = c * kh * kw, ohow = oh * ow
     cdef Py_ssize_t nc = <Py_ssize_t>ib * ohow
+    cdef int nchunks = (n + ib - 1) // ib
     cdef real* xp = &x[0, 0, 0, 0]
     cdef real* wp = &w[0, 0, 0, 0]
     cdef real* bp = &b[0]
@@ -185,41 +188,39 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef int* ap = &argmax[0, 0, 0, 0]
     cdef real* sp = &scratch[0, 0]
     cdef Py_ssize_t sstride = scratch.shape[1]
-    cdef int t, cnt, ncols, fi, j, pi
-    cdef Py_ssize_t lo, hi, n0, o
+    cdef int ch, cnt, ncols, fi, j, pi
+    cdef Py_ssize_t n0, o
     cdef real* cols
     cdef real* z
     cdef real* zr
-    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        cols = sp + t * sstride
+    for ch in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        cols = sp + threadid() * sstride
         z = cols + K * nc
-        lo = (<Py_ssize_t>n * t) // nthreads
-        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
-        n0 = lo
-        while n0 < hi:
-            cnt = <int>min(<Py_ssize_t>ib, hi - n0)
-            ncols = cnt * ohow
-            _im2col(xp + n0 * c * h * wd, cnt, c, h, wd, kh, kw, oh, ow, cols)
-            _gemm(False, False, f, ncols, K, <real>1, wp, K, cols, ncols, <real>0, z, ncols)
-            for fi in range(f):
-                for j in range(cnt):
-                    zr = z + fi * ncols + j * ohow
-                    o = (((n0 + j) * f + fi) * PH) * PW
-                    for pi in range(PH):
-                        _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
-                        _bias_act_row(yp + o, PW, bp[fi], act)
-                        o = o + PW
-            n0 = n0 + cnt
+        n0 = <Py_ssize_t>ch * ib
+        cnt = <int>min(<Py_ssize_t>ib, n - n0)
+        ncols = cnt * ohow
+        _im2col(xp + n0 * c * h * wd, cnt, c, h, wd, kh, kw, oh, ow, cols)
+        _gemm(False, False, f, ncols, K, <real>1, wp, K, cols, ncols, <real>0, z, ncols)
+        for fi in range(f):
+            for j in range(cnt):
+                zr = z + <Py_ssize_t>fi * ncols + j * ohow
+                o = (((n0 + j) * f + fi) * PH) * PW
+                for pi in range(PH):
+                    _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
+                    _bias_act_row(yp + o, PW, bp[fi], act)
+                    o = o + PW
 
 
 def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :, ::1] y,
                        int[:, :, :, ::1] argmax, real[:, :, :, ::1] dy, int ph, int pw, int act,
                        real[:, :, :, ::1] dw, real[::1] db, real[:, :, :, ::1] dx,
-                       real[:, ::1] scratch, int ib, int nthreads):
+                       real[:, ::1] scratch, real[:, ::1] partial, int ib, int nthreads):
     """Gradients of :func:`conv_pool_forward`; ``dx`` may be None (first layer).
 
-    ``scratch`` is ``(nthreads, (2K + F) * ib * OH * OW + F*K + F)``: columns, the
-    un-pooled ``dz``, the column gradient, and this slice's partial ``dw``/``db``.
+    ``scratch`` is ``(nthreads, (2K + F) * ib * OH * OW)`` (per thread: columns, the
+    un-pooled ``dz`` and the column gradient); ``partial`` is ``(nchunks, F*K + F)``: each
+    chunk's ``dw``/``db``, summed in chunk order afterwards, so the result is the same
+    bit for bit whatever the thread count and whichever thread ran which chunk.
     """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -227,6 +228,7 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef int PH = y.shape[2], PW = y.shape[3]
     cdef int K = c * kh * kw, ohow = oh * ow
     cdef Py_ssize_t nc = <Py_ssize_t>ib * ohow
+    cdef int nchunks = (n + ib - 1) // ib
     cdef bint want_dx = dx is not None
     cdef real* xp = &x[0, 0, 0, 0]
     cdef real* wp = &w[0, 0, 0, 0]
@@ -237,10 +239,11 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* dbp = &db[0]
     cdef real* dxp = NULL
     cdef real* sp = &scratch[0, 0]
-    cdef Py_ssize_t sstride = scratch.shape[1]
+    cdef real* pp = &partial[0, 0]
+    cdef Py_ssize_t sstride = scratch.shape[1], pstride = partial.shape[1]
     cdef Py_ssize_t img = <Py_ssize_t>c * h * wd
-    cdef int t, cnt, ncols, fi, j, pi, pj, a, started
-    cdef Py_ssize_t lo, hi, n0, o, q
+    cdef int ch, cnt, ncols, fi, j, pi, pj, a
+    cdef Py_ssize_t n0, o, q
     cdef real* cols
     cdef real* dz
     cdef real* dcols
@@ -250,52 +253,43 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real g
     if want_dx:
         dxp = &dx[0, 0, 0, 0]
-    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        cols = sp + t * sstride
+    for ch in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
+        cols = sp + threadid() * sstride
         dz = cols + K * nc
         dcols = dz + f * nc
-        pdw = dcols + K * nc
+        pdw = pp + ch * pstride
         pdb = pdw + f * K
         memset(pdb, 0, f * sizeof(real))
-        lo = (<Py_ssize_t>n * t) // nthreads
-        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
-        if lo == hi:
-            memset(pdw, 0, f * K * sizeof(real))
-        started = 0
-        n0 = lo
-        while n0 < hi:
-            cnt = <int>min(<Py_ssize_t>ib, hi - n0)
-            ncols = cnt * ohow
-            _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
-            # un-pool dz = dy * act'(y) to each window's argmax; zero elsewhere and on the border
-            memset(dz, 0, f * ncols * sizeof(real))
-            for fi in range(f):
-                for j in range(cnt):
-                    dzr = dz + fi * ncols + j * ohow
-                    o = (((n0 + j) * f + fi) * PH) * PW
-                    for pi in range(PH):
-                        for pj in range(PW):
-                            g = dyp[o] * _dact(yp[o], act)
-                            pdb[fi] += g
-                            a = ap[o]
-                            dzr[(pi * ph + a // pw) * ow + pj * pw + a % pw] = g
-                            o = o + 1
-            # dw_slice (+)= dz @ cols^T
-            _gemm(False, True, f, K, ncols, <real>1, dz, ncols, cols, ncols,
-                  <real>(1 if started else 0), pdw, K)
-            started = 1
-            if want_dx:
-                _gemm(True, False, K, ncols, f, <real>1, wp, K, dz, ncols, <real>0, dcols, ncols)
-                memset(dxp + n0 * img, 0, cnt * img * sizeof(real))
-                _col2im_add(dcols, cnt, c, h, wd, kh, kw, oh, ow, dxp + n0 * img)
-            n0 = n0 + cnt
-    # reduce the per-slice partials in slice order (deterministic); serially, since
-    # F*K adds cost less than another parallel region's fork/join
+        n0 = <Py_ssize_t>ch * ib
+        cnt = <int>min(<Py_ssize_t>ib, n - n0)
+        ncols = cnt * ohow
+        _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
+        # un-pool dz = dy * act'(y) to each window's argmax; zero elsewhere and on the border
+        memset(dz, 0, <Py_ssize_t>f * ncols * sizeof(real))
+        for fi in range(f):
+            for j in range(cnt):
+                dzr = dz + <Py_ssize_t>fi * ncols + j * ohow
+                o = (((n0 + j) * f + fi) * PH) * PW
+                for pi in range(PH):
+                    for pj in range(PW):
+                        g = dyp[o] * _dact(yp[o], act)
+                        pdb[fi] += g
+                        a = ap[o]
+                        dzr[(pi * ph + a // pw) * ow + pj * pw + a % pw] = g
+                        o = o + 1
+        # this chunk's dw = dz @ cols^T
+        _gemm(False, True, f, K, ncols, <real>1, dz, ncols, cols, ncols, <real>0, pdw, K)
+        if want_dx:
+            _gemm(True, False, K, ncols, f, <real>1, wp, K, dz, ncols, <real>0, dcols, ncols)
+            memset(dxp + n0 * img, 0, cnt * img * sizeof(real))
+            _col2im_add(dcols, cnt, c, h, wd, kh, kw, oh, ow, dxp + n0 * img)
+    # sum the chunks' partials in chunk order (deterministic); serially, since it costs
+    # less than another parallel region's fork/join
     with nogil:
-        memcpy(dwp, sp + (2 * K + f) * nc, f * K * sizeof(real))
-        memcpy(dbp, sp + (2 * K + f) * nc + f * K, f * sizeof(real))
-        for t in range(1, nthreads):
-            pdw = sp + t * sstride + (2 * K + f) * nc
+        memcpy(dwp, pp, f * K * sizeof(real))
+        memcpy(dbp, pp + f * K, f * sizeof(real))
+        for ch in range(1, nchunks):
+            pdw = pp + ch * pstride
             pdb = pdw + f * K
             for q in range(<Py_ssize_t>f * K):
                 dwp[q] += pdw[q]
