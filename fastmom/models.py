@@ -7,14 +7,21 @@ from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 __all__ = ["ARCHITECTURES", "build_layers"]
 
 
-def conv_layers(mbs, p_dropout=0.0):
-    """network3's two conv-pool ReLU layers (20 then 40 filters of 5x5), FC 640-100
-    ReLU and a softmax: the chapter-6 network this library is benchmarked on."""
+def _two_conv_pool(mbs):
+    """network3's chapter-6 feature extractor: 20 then 40 ReLU filters of 5x5, each
+    followed by 2x2 max-pooling (28x28 -> 12x12 -> 4x4)."""
     return [
         ConvPoolLayer(image_shape=(mbs, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
                       activation_fn=ReLU),
         ConvPoolLayer(image_shape=(mbs, 20, 12, 12), filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
                       activation_fn=ReLU),
+    ]
+
+
+def conv_layers(mbs, p_dropout=0.0):
+    """network3's two conv-pool ReLU layers (20 then 40 filters of 5x5), FC 640-100
+    ReLU and a softmax: the chapter-6 network this library is benchmarked on."""
+    return _two_conv_pool(mbs) + [
         FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU, p_dropout=p_dropout),
         SoftmaxLayer(n_in=100, n_out=10, p_dropout=p_dropout),
     ]
@@ -31,11 +38,7 @@ def fc_layers(mbs, p_dropout=0.0):
 def best_layers(mbs, p_dropout=0.5):
     """network3's best single chapter-6 net: two conv-pool ReLU layers, two
     1000-unit ReLU layers and a softmax, all three with dropout."""
-    return [
-        ConvPoolLayer(image_shape=(mbs, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU),
-        ConvPoolLayer(image_shape=(mbs, 20, 12, 12), filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU),
+    return _two_conv_pool(mbs) + [
         FullyConnectedLayer(n_in=40 * 4 * 4, n_out=1000, activation_fn=ReLU, p_dropout=p_dropout),
         FullyConnectedLayer(n_in=1000, n_out=1000, activation_fn=ReLU, p_dropout=p_dropout),
         SoftmaxLayer(n_in=1000, n_out=10, p_dropout=p_dropout),
