@@ -65,14 +65,10 @@ def timed_torch(fn, reps, warmup=3):
 # -- fastmom ----------------------------------------------------------------------------
 
 def fastmom_net(batch):
-    import fastmom
-    from fastmom import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
+    from fastmom import Network
+    from fastmom.models import conv_layers
 
-    return Network([
-        ConvPoolLayer((20, 1, 5, 5), (batch, 1, 28, 28), (2, 2), fastmom.ReLU),
-        ConvPoolLayer((40, 20, 5, 5), (batch, 20, 12, 12), (2, 2), fastmom.ReLU),
-        FullyConnectedLayer(640, 100, fastmom.ReLU),
-        SoftmaxLayer(100, 10)], batch, device="cuda", dtype=np.float32, seed=0)
+    return Network(conv_layers(batch), batch, device="cuda", dtype=np.float32, seed=0)
 
 
 def fastmom_cases(batch, reps):
