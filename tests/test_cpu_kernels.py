@@ -318,6 +318,8 @@ def test_thread_setting_validation(threads):
         cpu.set_num_threads(0)
     with pytest.raises(TypeError):
         cpu.set_num_threads("two")
+    with pytest.raises(ValueError):
+        cpu.set_num_threads(2**31)  # would overflow the kernels' C int
     cpu.set_num_threads(3)
     assert cpu.get_num_threads() == 3
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -56,34 +57,46 @@ def is_available():
 
 # -- threads --------------------------------------------------------------------------
 
-def _default_threads():
-    env = os.environ.get("FASTMOM_NUM_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"FASTMOM_NUM_THREADS must be a positive int, got {env!r}") from None
-        if n < 1:
-            raise ValueError(f"FASTMOM_NUM_THREADS must be a positive int, got {env!r}")
-        return n
+# the kernels take the count as a C int and size per-thread scratch by it; beyond this
+# an OpenMP team is a mistake, not a configuration
+MAX_THREADS = 1024
+
+
+def _cores():
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
+def _default_threads():
+    """``$FASTMOM_NUM_THREADS``, else the cores available. A bad value warns and falls
+    back to the cores: raising here would make the whole backend fail to import."""
+    env = os.environ.get("FASTMOM_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if 1 <= n <= MAX_THREADS:
+            return n
+        warnings.warn(f"FASTMOM_NUM_THREADS must be an int in [1, {MAX_THREADS}], got {env!r}; "
+                      f"using the {_cores()} available cores", RuntimeWarning, stacklevel=2)
+    return _cores()
+
+
 _num_threads = _default_threads()
 
 
 def set_num_threads(n):
-    """Set the number of OpenMP threads the kernels use (a positive int)."""
+    """Set the number of OpenMP threads the kernels use (an int in ``[1, MAX_THREADS]``)."""
     global _num_threads
     try:
         v = int(n)
     except (TypeError, ValueError):
         raise TypeError(f"n must be a positive int, got {n!r}") from None
-    if v != n or v < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    if v != n or not 1 <= v <= MAX_THREADS:
+        raise ValueError(f"n must be a positive int no larger than {MAX_THREADS}, got {n!r}")
     _num_threads = v
 
 
