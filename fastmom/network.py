@@ -138,7 +138,8 @@ class Network:
         kind = np.dtype(x.dtype).kind
         if kind not in "fiu":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        x = self.backend.asarray(x, self.dtype)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: refused just below
+            x = self.backend.asarray(x, self.dtype)
         if not bool(xp.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or infinite values")
         return x
