@@ -653,6 +653,10 @@ def compare_to_sgd(summary, target):
                         -1: f"NO, {label} is slower than {baseline} to"}[res]
             text = (f"{head} {_pct(target)} validation: {_epochs_phrase(a)} at eta "
                     f"{entry[eta_key]} against {_epochs_phrase(b)} at eta {base[eta_key]} ({how}).")
+            partial = [x for x in (a, b) if x is not None and 0 < x["reached_target"] < x["n_seeds"]]
+            if partial:
+                # the means then cover different seeds: say how thin the evidence is
+                text += " Weak evidence: not every seed reached the target."
             verdicts.append({"optimizer": label, "baseline": baseline, "at": at, "result": res,
                              "text": text})
     return verdicts
