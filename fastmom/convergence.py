@@ -616,6 +616,16 @@ def _beats(a, b):
     return 0 if abs(ea - eb) < 1e-9 else (1 if ea < eb else -1)
 
 
+def _within_noise(a, b):
+    """``(difference of mean epochs, its standard error)`` when every seed of both
+    reached the target, else None."""
+    if a is None or b is None or a["reached_target"] != a["n_seeds"] or b["reached_target"] != b["n_seeds"]:
+        return None
+    ea, eb = a["epochs_to_target"], b["epochs_to_target"]
+    se = math.sqrt(ea["std"] ** 2 / a["n_seeds"] + eb["std"] ** 2 / b["n_seeds"])
+    return ea["mean"] - eb["mean"], se
+
+
 def compare_to_sgd(summary, target):
     """Plain-language verdicts: does each momentum optimizer reach the target in
     fewer epochs than plain SGD, each at its own best eta?
@@ -654,9 +664,15 @@ def compare_to_sgd(summary, target):
             text = (f"{head} {_pct(target)} validation: {_epochs_phrase(a)} at eta "
                     f"{entry[eta_key]} against {_epochs_phrase(b)} at eta {base[eta_key]} ({how}).")
             partial = [x for x in (a, b) if x is not None and 0 < x["reached_target"] < x["n_seeds"]]
+            noise = _within_noise(a, b)
             if partial:
                 # the means then cover different seeds: say how thin the evidence is
                 text += " Weak evidence: not every seed reached the target."
+            elif noise is not None and res != 0:
+                diff, se = noise
+                if abs(diff) <= se:
+                    text += (f" The difference ({abs(diff):.2f} epochs) is within the seed-to-seed "
+                             f"noise (standard error {se:.2f}): not a reliable difference.")
             verdicts.append({"optimizer": label, "baseline": baseline, "at": at, "result": res,
                              "text": text})
     return verdicts
@@ -1004,6 +1020,10 @@ def markdown_report(doc, png_names=()):
                          f"{_ms(a['final_test'])} | {_ms(a['test_at_best_validation'])} | {ept} | "
                          f"{_ms(a['seconds_to_target'], pct=False, nd=1)} | "
                          f"{_ms(a['seconds_per_epoch'], pct=False, nd=2)} |")
+        lines.append("")
+        lines.append("Seconds are training time (evaluation excluded) on this shared machine under "
+                     "the load of the moment (see the load averages above): they compare optimizers "
+                     "only as far as that load was steady; the epoch counts do not depend on it.")
         lines.append("")
         lines.extend(_profile_table(doc, s))
         lines.append("**Does momentum beat plain SGD in epochs to target?**")

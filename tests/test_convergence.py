@@ -264,3 +264,13 @@ def test_markdown_compares_below_the_target_when_neither_reaches_it():
     md = cv.markdown_report(doc)
     assert "NEITHER momentum-0.9 nor sgd reaches 90.0% validation" in md
     assert ("to 85.0% validation, momentum-0.9 is faster: 1.00 epochs against 2.00 for sgd" in md)
+
+
+def test_verdict_flags_a_difference_within_seed_noise():
+    runs = []
+    for seed, (e_sgd, e_mom) in enumerate([(3, 2), (3, 6), (3, 2)]):
+        runs.append(_run("sgd", 0.1, seed, [0.5] * (e_sgd - 1) + [0.96] * (7 - e_sgd)))
+        runs.append(_run("momentum-0.9", 0.01, seed, [0.5] * (e_mom - 1) + [0.96] * (7 - e_mom)))
+    v = cv.summarize_setting(runs, target=0.95)["verdicts"][0]
+    assert v["result"] == -1  # 3.33 against 3.00 epochs
+    assert "within the seed-to-seed noise" in v["text"]
