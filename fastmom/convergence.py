@@ -1223,12 +1223,17 @@ def write_plots(doc, out):
         plt.close(fig)
         paths.append(p)
 
-        # sensitivity: final accuracy against eta (error bars: std over seeds)
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        # sensitivity: final accuracy against eta (error bars: std over seeds); the third
+        # panel puts momentum runs at their long-run step eta/(1-momentum), where they
+        # line up with plain SGD if momentum is only a larger effective learning rate
+        fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+        panels = (("final_validation", "eta"), ("final_test", "eta"),
+                  ("final_validation", "effective"))
         for label, e in s["optimizers"].items():
             rows = e["sensitivity"]
-            xs = [r["eta"] for r in rows]
-            for ax, key in zip(axes, ("final_validation", "final_test")):
+            mu = next(iter(groups[label].values()))[0].get("momentum") or 0.0
+            for ax, (key, xkind) in zip(axes, panels):
+                xs = [r["eta"] / (1 - mu) if xkind == "effective" else r["eta"] for r in rows]
                 m = np.array([np.nan if r[key]["mean"] is None or r["diverged"] else 100 * r[key]["mean"]
                               for r in rows])
                 sd = np.array([0 if r[key]["std"] is None else 100 * r[key]["std"] for r in rows])
@@ -1238,14 +1243,16 @@ def write_plots(doc, out):
                 if div:
                     ax.plot(div, [5] * len(div), "x", color=colors[label], ms=8)
                 if e["chosen_eta"] is not None and key == "final_validation":
-                    i = xs.index(e["chosen_eta"])
+                    i = [r["eta"] for r in rows].index(e["chosen_eta"])
                     ax.plot([xs[i]], [m[i]], "*", ms=14, color=colors[label], mec="k")
-        for ax, title in zip(axes, ("final validation accuracy % (star: chosen eta)",
-                                    "final test accuracy %")):
+        for ax, title, xlabel in zip(axes, ("final validation accuracy % (star: chosen eta)",
+                                            "final test accuracy %",
+                                            "final validation accuracy % against eta/(1-momentum)"),
+                                     ("eta", "eta", "eta / (1 - momentum)")):
             ax.set_xscale("log")
-            ax.set_xlabel("eta")
+            ax.set_xlabel(xlabel)
             ax.set_ylim(0, 100)
-            ax.set_title(title)
+            ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3, which="both")
         axes[0].legend(fontsize=8, loc="lower left")
         fig.suptitle(f"Accuracy against eta (x at 5%: diverged): {tag}")
