@@ -141,11 +141,15 @@ class Trainer:
     network3_output : bool, default False
         Print network3's lines and measure accuracy its way (mean over full
         mini-batches) instead of over every image.
-    check_finite : bool, default True
+    check_finite : bool or int, default True
         Stop with :class:`DivergenceError` when a mini-batch's cost or gradient is NaN
         or infinite, or when its update would make the parameters or velocity
         non-finite, before the update is applied. The cost is one ``dot(g, g)`` pass
-        over the flat gradient per step; see ``_guarded_step``.
+        over the flat gradient per step; see ``_guarded_step``. An int ``N > 1``
+        checks once every ``N`` mini-batches instead (one host round trip per window,
+        the default for GPU backends, where a per-step check would stall the device):
+        on a non-finite window the parameters and velocity are restored to their
+        state before the window, a device-side copy taken at each good check.
     log : callable, default print
     checkpoint_dir : str or path-like, optional
         Write checkpoints ``ckpt-e<epoch>-s<step>.npz`` here (created if missing).
@@ -230,7 +234,7 @@ class Trainer:
             self.callbacks.append(cb)
         self.progress = progress
         self.network3_output = bool(network3_output)
-        self.check_finite = bool(check_finite)
+        self.check_finite, self.check_every = _check_interval(check_finite, net.backend)
         self.log = log
         self.history = History()
         self.epoch = 0
@@ -485,7 +489,11 @@ class Trainer:
                 be.xp.take(xtr, perm, axis=0, out=xs)
                 be.xp.take(ytr, perm, axis=0, out=ys)
             j0 = pending["batch"] if pending else 0
-            if self.check_finite:
+            windowed = self.check_finite and self.check_every > 1
+            if windowed:
+                self._snapshot(opt)
+                window_cost, window_start = 0.0, j0
+            elif self.check_finite:
                 self._sync_norm_bounds(opt)
             batches = range(j0, ntb)
             if show_bar:
@@ -499,7 +507,13 @@ class Trainer:
                 if self.network3_output and iteration % 1000 == 0:
                     self.log(f"Training mini-batch number {iteration}")
                 cost = net.train_step(xs[j * bs:(j + 1) * bs], ys[j * bs:(j + 1) * bs])
-                if self.check_finite:
+                if windowed:
+                    opt.step()
+                    window_cost = window_cost + cost
+                    if (j + 1 - j0) % self.check_every == 0 or j + 1 == ntb:
+                        self._check_window(window_cost, epoch, window_start, j, ntb, opt)
+                        window_cost, window_start = 0.0, j + 1
+                elif self.check_finite:
                     self._guarded_step(cost, epoch, j, iteration, opt)
                 else:
                     opt.step()
@@ -575,14 +589,42 @@ class Trainer:
         self._vnorm = math.sqrt(_sum_squares(be, opt.velocity)) if opt.velocity is not None else 0.0
         self._limit = float(np.finfo(self.net.dtype).max) / 16  # margin for rounding
 
-    def _diverged(self, what, epoch, j, iteration, opt):
+    def _diverged(self, what, epoch, j, iteration, opt,
+                  outcome="the step was not applied. The parameters are those after the last good step"):
         where = f"training diverged at epoch {epoch}, mini-batch {j} (iteration {iteration})"
-        ckpt = (f" The parameters are those after the last good step; the last checkpoint is "
-                f"{self.last_checkpoint}." if self.checkpoint_dir is not None else
-                " The parameters are those after the last good step.")
+        ckpt = (f"; the last checkpoint is {self.last_checkpoint}." if self.checkpoint_dir is not None
+                else ".")
         hint = (f" Likely cause: eta={opt.eta} is too large for momentum={opt.momentum}; try a "
                 f"smaller eta (or momentum).")
-        return DivergenceError(f"{where}: {what}; the step was not applied.{ckpt}{hint}")
+        return DivergenceError(f"{where}: {what}; {outcome}{ckpt}{hint}")
+
+    def _snapshot(self, opt):
+        """Copy the parameters and velocity into buffers allocated once (on the device)."""
+        be, flat = self.net.backend, self.net.flat
+        if getattr(self, "_snap", None) is None or self._snap[0].shape != flat.data.shape:
+            self._snap = (be.empty(flat.data.shape, flat.dtype),
+                          be.empty(flat.data.shape, flat.dtype) if opt.velocity is not None else None)
+        self._snap[0][...] = flat.data
+        if opt.velocity is not None:
+            self._snap[1][...] = opt.velocity
+
+    def _check_window(self, window_cost, epoch, first, last, ntb, opt):
+        """One host round trip for mini-batches ``first..last``: keep a snapshot if the
+        cost, parameters and velocity are finite, else restore the last one and raise."""
+        be, flat, xp = self.net.backend, self.net.flat, self.net.backend.xp
+        ok = xp.isfinite(xp.asarray(window_cost)) & xp.isfinite(flat.data).all()
+        if opt.velocity is not None:
+            ok = ok & xp.isfinite(opt.velocity).all()
+        if bool(ok):
+            self._snapshot(opt)
+            return
+        flat.data[...] = self._snap[0]
+        if opt.velocity is not None:
+            opt.velocity[...] = self._snap[1]
+        raise self._diverged(
+            f"the cost, gradient or update became NaN or infinite within mini-batches {first} to {last} "
+            f"(checked every {self.check_every})", epoch, first, ntb * epoch + first, opt,
+            outcome=f"the parameters and velocity are restored to their state before mini-batch {first}")
 
     def _guarded_step(self, cost, epoch, j, iteration, opt):
         """Apply ``opt.step()`` unless the cost, the gradient or the update is not finite;
@@ -629,6 +671,19 @@ class Trainer:
                 self.log("This is the best validation accuracy to date.")
                 if record["test_accuracy"] is not None:
                     self.log("The corresponding test accuracy is {0:.2%}".format(record["test_accuracy"]))
+
+
+def _check_interval(check_finite, backend):
+    """``(enabled, every)``: every step on host backends, every 32 on a GPU by default."""
+    if isinstance(check_finite, bool):
+        return check_finite, (1 if backend.xp is np else 32)
+    try:
+        every = int(check_finite)
+    except (TypeError, ValueError):
+        raise TypeError(f"check_finite must be a bool or a positive int, got {check_finite!r}") from None
+    if every != check_finite or every < 1:
+        raise ValueError(f"check_finite must be a bool or a positive int, got {check_finite!r}")
+    return True, every
 
 
 def _sum_squares(backend, a):
