@@ -861,6 +861,8 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     t_suite = time.perf_counter()
     prior_seconds = 0.0
     total = len(batch_sizes) * sum(len(g) for g in grids.values()) * len(seeds)
+    wanted = {(bs, sp.label, eta, seed) for bs in batch_sizes for sp in specs
+              for eta in grids[sp.label] for seed in seeds}
     count = 0
     for bs in batch_sizes:
         data = load_problem_data(problem, max_batches, fraction, bs, max_eval)
@@ -885,7 +887,11 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                         + f" ({run['wall_seconds']:.1f} s)")
                     if json_path is not None:
                         doc["meta"]["suite_seconds"] = prior_seconds + time.perf_counter() - t_suite
-                        _write_json(json_path, doc)
+                        # finished runs of the grid that the loop has not reached again stay
+                        # in the file, so that interrupting a resumed suite loses none of them
+                        have = {_run_key(r) for r in doc["runs"]}
+                        pending = [r for k, r in done.items() if k not in have and k in wanted]
+                        _write_json(json_path, dict(doc, runs=doc["runs"] + pending))
     doc["meta"]["suite_seconds"] = prior_seconds + time.perf_counter() - t_suite
     try:
         doc["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -226,6 +226,19 @@ def test_resume_reuses_finished_runs(tmp_path):
     assert len(second["runs"]) == 2
     assert second["runs"][0] == first["runs"][0]  # reused, not re-run
     assert second["meta"]["earlier_sessions"][0]["date"] == first["meta"]["date"]
+    # an interrupted resumed suite keeps the earlier runs it had not reached yet
+    calls = []
+
+    def interrupt(*a, **k):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv, "run_one", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            cv.main(args + ["--resume", "--etas", "0.1,0.01,0.03"])
+    third = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert calls and sorted(r["eta"] for r in third["runs"]) == [0.03, 0.1]
     assert "resumed from a session of" in (tmp_path / "convergence-conv-sample.md").read_text()
 
 
