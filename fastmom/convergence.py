@@ -1315,7 +1315,8 @@ def build_parser(prog="fastmom bench-convergence"):
     p.add_argument("--epochs", type=int, help="epoch budget (default: the problem's)")
     p.add_argument("--batch-size", type=_ints, help="batch size(s), comma list")
     p.add_argument("--device", help="reference, cpu or cuda (default: fastmom's default)")
-    p.add_argument("--out", default="bench/results", help="output directory (default: bench/results)")
+    p.add_argument("--out", help="output directory (default: bench/results; with --quick: "
+                                 "convergence-quick, so that a smoke test never overwrites results)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: etas {QUICK['etas']}, seed 0, {QUICK['epochs']} epochs of "
                         f"{QUICK['max_batches']} batches, {QUICK['max_eval']} evaluation images")
@@ -1363,6 +1364,8 @@ def main(argv=None):
             print(f"error: {exc}", file=sys.stderr)
             return 2
     quick = QUICK if args.quick else {}
+    if args.out is None:
+        args.out = "convergence-quick" if args.quick else "bench/results"
     pick = lambda value, key: value if value is not None else quick.get(key)  # noqa: E731
     command = "fastmom bench-convergence " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in problems:

@@ -287,3 +287,11 @@ def test_verdict_flags_a_difference_within_seed_noise():
     v = cv.summarize_setting(runs, target=0.95)["verdicts"][0]
     assert v["result"] == -1  # 3.33 against 3.00 epochs
     assert "within the seed-to-seed noise" in v["text"]
+
+
+def test_quick_never_writes_into_the_committed_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cv.main(["--quick", "--device", "reference", "--no-plots", "--optimizers", "sgd",
+                    "--etas", "0.1", "--epochs", "1", "--max-batches", "2"]) == 0
+    assert (tmp_path / "convergence-quick" / "convergence-conv-sample.json").exists()
+    assert not (tmp_path / "bench").exists()
