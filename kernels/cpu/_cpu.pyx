@@ -165,6 +165,34 @@ cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
                 m[pj] = val if val > m[pj] else m[pj]
 
 
+cdef inline void _pool_row_2x2(real* zrow, int ow, int PW, real* m, int* best) noexcept nogil:
+    """:func:`_pool_row` for 2x2 windows: the running max and argmax stay in registers
+    (the generic loop keeps them in ``m``/``best``, which the compiler must assume alias
+    ``zrow``). Same visiting order, strict ``>`` and branch-free updates: the same
+    results bit for bit."""
+    cdef int pj, bi, gt
+    cdef real v, mx
+    cdef real* r0
+    for pj in range(PW):
+        r0 = zrow + 2 * pj
+        mx = r0[0]
+        bi = 0
+        v = r0[1]
+        gt = v > mx
+        bi = bi + (1 - bi) * gt
+        mx = v if v > mx else mx
+        v = r0[ow]
+        gt = v > mx
+        bi = bi + (2 - bi) * gt
+        mx = v if v > mx else mx
+        v = r0[ow + 1]
+        gt = v > mx
+        bi = bi + (3 - bi) * gt
+        mx = v if v > mx else mx
+        m[pj] = mx
+        best[pj] = bi
+
+
 cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogil:
     cdef int i
     if act == RELU:
@@ -219,7 +247,10 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                 zr = z + <Py_ssize_t>fi * ncols + j * ohow
                 o = (((n0 + j) * f + fi) * PH) * PW
                 for pi in range(PH):
-                    _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
+                    if ph == 2 and pw == 2:
+                        _pool_row_2x2(zr + 2 * pi * ow, ow, PW, yp + o, ap + o)
+                    else:
+                        _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
                     _bias_act_row(yp + o, PW, bp[fi], act)
                     o = o + PW
 
@@ -269,7 +300,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* pdw
     cdef real* pdb
     cdef real* dzr
-    cdef real g
+    cdef real g, gb
+    cdef int ar
     if want_dx:
         dxp = &dx[0, 0, 0, 0]
     for gr in prange(ngroups, nogil=True, schedule="dynamic", num_threads=nthreads):
@@ -286,17 +318,23 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
             _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
             # un-pool dz = dy * act'(y) to each window's argmax; zero elsewhere and on the border
             memset(dz, 0, <Py_ssize_t>f * ncols * sizeof(real))
+            # db accumulates in a local (in the same order): pdb[fi] in memory may alias
+            # dzr for the compiler, which forced a store and reload per element
             for fi in range(f):
+                gb = pdb[fi]
                 for j in range(cnt):
                     dzr = dz + <Py_ssize_t>fi * ncols + j * ohow
                     o = (((n0 + j) * f + fi) * PH) * PW
                     for pi in range(PH):
                         for pj in range(PW):
                             g = dyp[o] * _dact(yp[o], act)
-                            pdb[fi] += g
+                            gb = gb + g
                             a = ap[o]
-                            dzr[(pi * ph + a // pw) * ow + pj * pw + a % pw] = g
+                            # a shift for the common 2-wide window, not an integer division
+                            ar = a >> 1 if pw == 2 else a // pw
+                            dzr[(pi * ph + ar) * ow + pj * pw + a - ar * pw] = g
                             o = o + 1
+                pdb[fi] = gb
             # the group's dw^T += cols @ dz^T (the group's first chunk overwrites): the
             # transposed product runs ~10% faster in OpenBLAS for conv2's shapes
             _gemm(False, True, K, f, ncols, <real>1, cols, ncols, dz, ncols,
