@@ -8,6 +8,12 @@ Everything is measured in one process and one run, in interleaved rounds, and re
 as medians with ratios ``cpu / other`` expressed as a speed-up (> 1: cpu is faster).
 PyTorch runs with ``torch.set_num_threads`` equal to fastmom's thread count, in NCHW
 and channels_last layouts; without torch those columns are skipped with a message.
+
+In that shared process PyTorch also inherits the passive OpenMP wait policy that
+fastmom's cpu backend sets for libgomp, which costs it on an idle machine; so the
+training step and inference are measured again with PyTorch alone, in a fresh process
+that never imports fastmom and keeps libgomp's default (spinning) policy, and the
+ratios against that are reported too.
 """
 from __future__ import annotations
 
@@ -20,6 +26,42 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common as C  # noqa: E402
+
+# before fastmom's cpu backend sets its own default (passive) at import
+_USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+
+
+def torch_alone(threads, rounds, min_time):
+    """Train/infer medians of PyTorch in a fresh process with its own threading defaults."""
+    import subprocess
+    env = dict(os.environ)
+    if _USER_OMP_WAIT_POLICY is None:
+        env.pop("OMP_WAIT_POLICY", None)
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-alone", "--threads", str(threads),
+           "--rounds", str(rounds), "--min-time", str(min_time)]
+    return json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+
+
+def _torch_alone_main(threads, rounds, min_time):
+    res = {}
+    for batch in (10, 64, 256):
+        train, infer = {}, {}
+        for key, cl in (("torch", False), ("torch_cl", True)):
+            train[key], infer[key] = C.torch_step(batch, cl, threads)
+        res[str(batch)] = {"train": C.measure(train, min_time=min_time * 3, rounds=rounds),
+                           "infer": C.measure(infer, min_time=min_time * 3, rounds=rounds)}
+    for label, src in _momentum_sizes():
+        res[label] = C.measure({"torch_fused": C.torch_momentum_problem(src, fused=True)},
+                               min_time=min_time, rounds=rounds)["torch_fused"]
+    print(json.dumps(res))
+
+
+def _momentum_sizes():
+    """``(label, shapes or count)`` of the momentum-step cases."""
+    import math
+    shapes = C.network3_param_shapes()
+    n3 = sum(math.prod(s) for s in shapes)
+    return [(f"{n3:,} (network3 list)", shapes), ("1e5", 10**5), ("1e6", 10**6), ("1e7", 10**7)]
 
 
 def fmt_time(s):
@@ -44,7 +86,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="threads for cpu and torch")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
+    ap.add_argument("--torch-alone", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--min-time", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.torch_alone:  # the child of torch_alone(): no fastmom in this process
+        return _torch_alone_main(args.threads, args.rounds, args.min_time)
 
     from fastmom.backends import cpu, reference
     if cpu.is_available() is not True:
@@ -141,31 +188,47 @@ def main(argv=None):
                                  "images_per_second": {k: batch / v for k, v in r.items()},
                                  "cpu_gflops": batch * fl / r["cpu"] / 1e9})
 
+    alone = torch_alone(threads, rounds, min_time) if have_torch else None
+    if have_torch:
+        out["torch_alone"] = alone
+        p("\n### The same, against PyTorch alone (fresh process, libgomp's default spinning)\n")
+        p("| batch | pass | cpu | torch NCHW alone | torch CL alone | vs torch NCHW | vs torch CL | "
+          "vs torch best |")
+        p("|---|---|---|---|---|---|---|---|")
+        for st in out["steps"]:
+            t = alone[str(st["batch"])][st["pass"]]
+            c = st["seconds"]["cpu"]
+            best = min(t.values())
+            p(f"| {st['batch']} | {st['pass']} | {fmt_time(c)} | {fmt_time(t['torch'])} | "
+              f"{fmt_time(t['torch_cl'])} | {t['torch'] / c:.2f}x | {t['torch_cl'] / c:.2f}x | "
+              f"{best / c:.2f}x |")
+
     # -- momentum step -----------------------------------------------------------------------
     bw = C.copy_bandwidth()
     out["copy_bandwidth_GBps"] = bw
     p(f"\n## Momentum step (momentum 0.9, weights-only L2; float32; 20 bytes/parameter)\n")
     p(f"Measured copy bandwidth (NumPy copy of 512 MiB, read + write): **{bw:.1f} GB/s**.\n")
-    p("| parameters | cpu | reference | torch fused | torch foreach | cpu GB/s | torch fused GB/s | "
-      "vs reference | vs torch fused | vs torch foreach |")
-    p("|---|---|---|---|---|---|---|---|---|---|")
+    p("| parameters | cpu | reference | torch fused | torch foreach | torch fused alone | cpu GB/s | "
+      "torch fused GB/s (alone) | vs reference | vs torch fused | vs torch foreach | vs torch fused alone |")
+    p("|---|---|---|---|---|---|---|---|---|---|---|---|")
     import math
-    shapes = C.network3_param_shapes()
-    n3 = sum(math.prod(s) for s in shapes)
-    for label, n in ((f"{n3:,} (network3 list)", n3), ("1e5", 10**5), ("1e6", 10**6), ("1e7", 10**7)):
+    for label, src in _momentum_sizes():
+        n = src if isinstance(src, int) else sum(math.prod(s) for s in src)
         fns = {"cpu": C.momentum_problem(cpu, n), "reference": C.momentum_problem(reference, n)}
         if have_torch:
-            src = shapes if n == n3 else n
             fns["torch_fused"] = C.torch_momentum_problem(src, fused=True)
             fns["torch_foreach"] = C.torch_momentum_problem(src, fused=False)
         r = C.measure(fns, min_time=min_time, rounds=rounds)
+        if alone is not None:
+            r["torch_fused_alone"] = alone[label]
         gbs = {k: 20 * n / v / 1e9 for k, v in r.items()}
         p(f"| {label} | {fmt_time(r['cpu'])} | {fmt_time(r['reference'])} | "
           f"{fmt_time(r['torch_fused']) if 'torch_fused' in r else '-'} | "
-          f"{fmt_time(r['torch_foreach']) if 'torch_foreach' in r else '-'} | {gbs['cpu']:.1f} | "
-          f"{gbs.get('torch_fused', float('nan')):.1f} | "
+          f"{fmt_time(r['torch_foreach']) if 'torch_foreach' in r else '-'} | "
+          f"{fmt_time(r['torch_fused_alone']) if 'torch_fused_alone' in r else '-'} | {gbs['cpu']:.1f} | "
+          f"{gbs.get('torch_fused_alone', float('nan')):.1f} | "
           f"{speedup(r, 'cpu', 'reference')} | {speedup(r, 'cpu', 'torch_fused')} | "
-          f"{speedup(r, 'cpu', 'torch_foreach')} |")
+          f"{speedup(r, 'cpu', 'torch_foreach')} | {speedup(r, 'cpu', 'torch_fused_alone')} |")
         out["momentum"].append({"params": n, "seconds": r, "GBps": gbs})
 
     text = "\n".join(lines) + "\n"
