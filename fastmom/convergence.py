@@ -241,24 +241,14 @@ def build_network(arch, batch_size, device=None, seed=None):
     -------
     fastmom.Network
     """
-    from . import ConvPoolLayer, FullyConnectedLayer, Network, ReLU, SoftmaxLayer, sigmoid
+    from . import Network
+    from .models import build_layers
 
-    def convs():
-        return [ConvPoolLayer(image_shape=(batch_size, 1, 28, 28), filter_shape=(20, 1, 5, 5),
-                              poolsize=(2, 2), activation_fn=ReLU),
-                ConvPoolLayer(image_shape=(batch_size, 20, 12, 12), filter_shape=(40, 20, 5, 5),
-                              poolsize=(2, 2), activation_fn=ReLU)]
-
-    if arch == "conv":
-        layers = convs() + [FullyConnectedLayer(640, 100, ReLU), SoftmaxLayer(100, 10)]
-    elif arch == "fc":
-        layers = [FullyConnectedLayer(784, 100, sigmoid), SoftmaxLayer(100, 10)]
-    elif arch == "conv-dropout":
-        layers = convs() + [FullyConnectedLayer(640, 1000, ReLU, p_dropout=0.5),
-                            FullyConnectedLayer(1000, 1000, ReLU, p_dropout=0.5),
-                            SoftmaxLayer(1000, 10, p_dropout=0.5)]
-    else:
+    # the suite's names for the architectures of fastmom.models
+    names = {"conv": "conv", "fc": "fc", "conv-dropout": "best"}
+    if arch not in names:
         raise ValueError(f"unknown architecture {arch!r}")
+    layers = build_layers(names[arch], batch_size)
     return Network(layers, batch_size, device=device, seed=seed)
 
 
