@@ -383,3 +383,16 @@ def test_training_matches_reference(sample):
         acc[device] = hist[-1]["validation_accuracy"]
     assert acc["cpu"] > 0.8  # it learned
     assert abs(acc["cpu"] - acc["reference"]) <= 0.01, acc
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_mask_is_the_reference_draw(dtype):
+    # the cpu backend draws into a cached buffer: same stream, same masks, same RNG state
+    a, b = np.empty((7, 13), dtype), np.empty((7, 13), dtype)
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):
+        cpu.dropout_mask(r1, 0.6, a)
+        ref.dropout_mask(r2, 0.6, b)
+        np.testing.assert_array_equal(a, b)
+        assert 0 < a.sum() < a.size
+    assert r1.bit_generator.state == r2.bit_generator.state

@@ -58,6 +58,11 @@ def activation(act):
         raise ValueError(f"activation must be one of {ACTIVATION_NAMES}, got {act!r}")
 
 
+def keep_probability(keep):
+    if not (0 < keep <= 1):
+        raise ValueError(f"keep probability must be in (0, 1], got {keep!r}")
+
+
 def pool(poolsize):
     try:
         ph, pw = poolsize

@@ -225,9 +225,14 @@ def dense_backward(x, w, y, dy, act, dw, db, dx):
     _k.dense_backward(x, w, y, dy, _ACT[act], dw, db, dx, scratch, _dense_threads(n, n_in, n_out))
 
 
-# the mask must be the reference's draw from the same Generator state, so that the two
-# backends train identically from a seed
-dropout_mask = _reference.dropout_mask
+def dropout_mask(rng, keep, out):
+    """Bernoulli(``keep``) 0/1 mask into ``out``: the reference's draw (float64 uniforms
+    from the same Generator stream, so both backends train identically from a seed),
+    into a cached buffer so that a training step allocates nothing."""
+    _checks.keep_probability(keep)
+    u = _workspace("dropout", out.shape, np.float64)
+    rng.random(out=u)
+    np.less(u, keep, out=out, casting="unsafe")
 
 
 def apply_mask(x, mask, out):

@@ -152,8 +152,7 @@ def dense_backward(x, w, y, dy, act, dw, db, dx):
 
 def dropout_mask(rng, keep, out):
     """Bernoulli(``keep``) keep-mask as 0/1 values of ``out``'s dtype."""
-    if not (0 < keep <= 1):
-        raise ValueError(f"keep probability must be in (0, 1], got {keep!r}")
+    _checks.keep_probability(keep)
     u = rng.random(out.shape)
     np.less(u, keep, out=out, casting="unsafe")
 
