@@ -9,11 +9,11 @@ as medians with ratios ``cpu / other`` expressed as a speed-up (> 1: cpu is fast
 PyTorch runs with ``torch.set_num_threads`` equal to fastmom's thread count, in NCHW
 and channels_last layouts; without torch those columns are skipped with a message.
 
-In that shared process PyTorch also inherits the passive OpenMP wait policy that
-fastmom's cpu backend sets for libgomp, which costs it on an idle machine; so the
-training step and inference are measured again with PyTorch alone, in a fresh process
-that never imports fastmom and keeps libgomp's default (spinning) policy, and the
-ratios against that are reported too.
+In that shared process PyTorch also inherits the OpenMP wait policy that fastmom's cpu
+backend sets for libgomp (a short spin, ``GOMP_SPINCOUNT=10000``, or whatever the user
+set); so the training step, inference and the momentum step are measured again with
+PyTorch alone, in a fresh process that never imports fastmom and keeps libgomp's
+defaults, and the ratios against that are reported too.
 """
 from __future__ import annotations
 
@@ -27,16 +27,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common as C  # noqa: E402
 
-# before fastmom's cpu backend sets its own default (passive) at import
-_USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+# before fastmom's cpu backend sets its own default at import
+_USER_OMP_ENV = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
 
 
 def torch_alone(threads, rounds, min_time):
     """Train/infer medians of PyTorch in a fresh process with its own threading defaults."""
     import subprocess
     env = dict(os.environ)
-    if _USER_OMP_WAIT_POLICY is None:
-        env.pop("OMP_WAIT_POLICY", None)
+    for key, value in _USER_OMP_ENV.items():
+        if value is None:
+            env.pop(key, None)
     cmd = [sys.executable, os.path.abspath(__file__), "--torch-alone", "--threads", str(threads),
            "--rounds", str(rounds), "--min-time", str(min_time)]
     return json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)

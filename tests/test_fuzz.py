@@ -201,7 +201,7 @@ def check_momentum(backend, k):
 
 @pytest.fixture(autouse=True)
 def restore_threads():
-    n = cpu.get_num_threads()
+    n = cpu.thread_setting()
     yield
     cpu.set_num_threads(n)
 

@@ -227,6 +227,9 @@ def cpu_only_cases():
     return [
         Case("cpu.sum_squares", "int32 array", lambda tmp: cpu.sum_squares(np.ones(3, np.int32)), TypeError,
              "a must be float32 or float64", needs_cpu=True),
+        Case("cpu.sum_squares", "big-endian float32 array",
+             lambda tmp: cpu.sum_squares(np.ones(3, ">f4")), TypeError,
+             "non-native byte order", needs_cpu=True),
         Case("cpu.set_num_threads", "0", lambda tmp: cpu.set_num_threads(0), ValueError,
              "n must be a positive int", needs_cpu=True),
         Case("cpu.set_num_threads", "2.5", lambda tmp: cpu.set_num_threads(2.5), ValueError,
@@ -410,7 +413,7 @@ def _params():
 
 @pytest.fixture
 def restore_threads():
-    n = cpu.get_num_threads() if HAVE_CPU else None
+    n = cpu.thread_setting() if HAVE_CPU else None
     yield
     if HAVE_CPU:
         cpu.set_num_threads(n)

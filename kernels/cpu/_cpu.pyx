@@ -6,13 +6,13 @@ validated (C-contiguous, matching shapes and dtypes, labels in range): the kerne
 index raw pointers without bounds checks. Scratch space comes from the caller (the
 backend caches it per shape, dtype and thread count), so nothing here allocates.
 
-Threading: all parallel work runs in OpenMP regions of ``nthreads`` iterations of a
-``prange`` with a static schedule, one slice of the work per iteration; BLAS calls are
-made *inside* those regions on a single-threaded BLAS, so only one thread runtime is
-ever busy (OpenBLAS's own pthreads would otherwise spin against libgomp's). Float
-reductions accumulate into per-slice partials that are summed in slice order, so a
-result depends on the thread count only through rounding and is bit-identical for
-the same count.
+Threading: all parallel work runs in OpenMP regions (``prange``) whose iterations are
+slices of the work; BLAS calls are made *inside* those regions on a single-threaded
+BLAS, so only one thread runtime is ever busy (OpenBLAS's own pthreads would otherwise
+spin against libgomp's). The slices are a function of the shapes alone, never of
+``nthreads``, and float reductions sum per-slice partials in slice order: every result
+is bit-identical for any thread count (the ``cpu`` backend may change the count from
+one call to the next, see its module doc).
 """
 cimport cython
 from cython.parallel cimport prange, threadid
@@ -363,8 +363,9 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
 # -- dense --------------------------------------------------------------------------
 
 def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, ::1] y,
-                  double scale, int nthreads):
-    """``y = act(scale * x @ w + b)``: GEMM per slice of rows, bias/activation in its epilogue."""
+                  double scale, int nslices, int nthreads):
+    """``y = act(scale * x @ w + b)``: one GEMM per slice of rows (``nslices`` slices),
+    bias and activation in its epilogue."""
     cdef int n = x.shape[0], nin = x.shape[1], nout = w.shape[1]
     cdef real* xp = &x[0, 0]
     cdef real* wp = &w[0, 0]
@@ -373,9 +374,9 @@ def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, 
     cdef int t, i, jj
     cdef Py_ssize_t lo, hi
     cdef real* yr
-    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        lo = (<Py_ssize_t>n * t) // nthreads
-        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+    for t in prange(nslices, nogil=True, schedule="static", num_threads=min(nthreads, nslices)):
+        lo = (<Py_ssize_t>n * t) // nslices
+        hi = (<Py_ssize_t>n * (t + 1)) // nslices
         if lo < hi:
             _gemm(False, False, <int>(hi - lo), nout, nin, <real>scale, xp + lo * nin, nin,
                   wp, nout, <real>0, yp + lo * nout, nout)
@@ -387,9 +388,10 @@ def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, 
 
 def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] y, real[:, ::1] dy, int act,
                    real[:, ::1] dw, real[::1] db, real[:, ::1] dx, real[::1] scratch,
-                   int nthreads):
+                   int nslices, int nthreads):
     """``dz = dy*act'(y)`` into ``scratch``; ``db`` summed over rows in order; ``dw`` split by
-    its rows and ``dx`` by the batch rows across the slices (no reduction across slices)."""
+    its rows and ``dx`` by the batch rows into ``nslices`` slices each (no reduction
+    across slices)."""
     cdef int n = x.shape[0], nin = x.shape[1], nout = w.shape[1]
     cdef bint want_dx = dx is not None
     cdef real* xp = &x[0, 0]
@@ -414,18 +416,20 @@ def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] y, real[:, ::1] 
         for i in range(n):
             for jj in range(nout):
                 dbp[jj] += dz[<Py_ssize_t>i * nout + jj]
-    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        lo = (<Py_ssize_t>nin * t) // nthreads
-        hi = (<Py_ssize_t>nin * (t + 1)) // nthreads
+    for t in prange(nslices, nogil=True, schedule="static", num_threads=min(nthreads, nslices)):
+        lo = (<Py_ssize_t>nin * t) // nslices
+        hi = (<Py_ssize_t>nin * (t + 1)) // nslices
         # dw[lo:hi] = x[:, lo:hi]^T @ dz
-        _gemm(True, False, <int>(hi - lo), nout, n, <real>1, xp + lo, nin, dz, nout,
-              <real>0, dwp + lo * nout, nout)
+        if lo < hi:
+            _gemm(True, False, <int>(hi - lo), nout, n, <real>1, xp + lo, nin, dz, nout,
+                  <real>0, dwp + lo * nout, nout)
         if want_dx:
-            lo = (<Py_ssize_t>n * t) // nthreads
-            hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+            lo = (<Py_ssize_t>n * t) // nslices
+            hi = (<Py_ssize_t>n * (t + 1)) // nslices
             # dx[lo:hi] = dz[lo:hi] @ w^T
-            _gemm(False, True, <int>(hi - lo), nin, nout, <real>1, dz + lo * nout, nout, wp, nout,
-                  <real>0, dxp + lo * nin, nin)
+            if lo < hi:
+                _gemm(False, True, <int>(hi - lo), nin, nout, <real>1, dz + lo * nout, nout, wp,
+                      nout, <real>0, dxp + lo * nin, nin)
 
 
 def apply_mask(real[::1] x, real[::1] mask, real[::1] out, int nthreads):
@@ -527,47 +531,50 @@ cdef inline void _momentum_range(real* p, real* g, real* v, Py_ssize_t lo, Py_ss
             p[i] = p[i] + (mu * vi - eta * ge)
 
 
+cdef enum:
+    # elements per momentum-step slice: a multiple of 16 (aligned vectors in every slice)
+    MOMENTUM_SLICE = 16384
+    # sum_squares' slices: fixed, so the sum's rounding never depends on the threads
+    SUM_SLICES = 16
+
+
 def momentum_step(real[::1] p, real[::1] g, real[::1] v, double eta, double momentum,
                   bint nesterov, double decay, Py_ssize_t n_decay, int nthreads):
     """One fused in-place momentum-SGD pass (see ``reference.momentum_step``); ``v`` is not
-    touched, and may be None, when ``momentum == 0``."""
-    cdef Py_ssize_t n = p.shape[0], lo, hi, mid
+    touched, and may be None, when ``momentum == 0``. The caller picks ``nthreads``
+    (1 for buffers too small to repay waking a thread)."""
+    cdef Py_ssize_t n = p.shape[0], lo, hi, mid, blk
+    cdef Py_ssize_t nslices = (n + MOMENTUM_SLICE - 1) // MOMENTUM_SLICE
     cdef real* pp = &p[0]
     cdef real* gp = &g[0]
     cdef real* vp = NULL
     cdef int mode = 0 if momentum == 0 else (2 if nesterov else 1)
     cdef real e = <real>eta, mu = <real>momentum, d = <real>decay
-    cdef int t
     if mode:
         vp = &v[0]
-    # a parallel region costs microseconds on an idle machine and milliseconds when the
-    # cores are oversubscribed: buffers that fit in L2 run on one thread
-    if n < 262144:
-        nthreads = 1
-    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        # slice boundaries on 16-element multiples keep every slice's vectors aligned
-        lo = ((n * t) // nthreads) & ~(<Py_ssize_t>15)
-        hi = n if t == nthreads - 1 else ((n * (t + 1)) // nthreads) & ~(<Py_ssize_t>15)
+    # static schedule: each thread gets one contiguous run of slices
+    for blk in prange(nslices, nogil=True, schedule="static", num_threads=nthreads):
+        lo = blk * MOMENTUM_SLICE
+        hi = min(lo + MOMENTUM_SLICE, n)
         mid = min(max(n_decay, lo), hi)
         _momentum_range(pp, gp, vp, lo, mid, e, mu, d, mode)
         _momentum_range(pp, gp, vp, mid, hi, e, mu, <real>0, mode)
 
 
 def sum_squares(real[::1] a, int nthreads):
-    """``sum(a**2)`` in double, per-slice partials summed in slice order."""
+    """``sum(a**2)`` in double: partials over fixed slices, summed in slice order."""
     cdef Py_ssize_t n = a.shape[0], lo, hi, i
     cdef real* ap = &a[0]
-    cdef double part[256]
+    cdef double part[SUM_SLICES]
     cdef double acc, total = 0
     cdef int t
-    nthreads = min(nthreads, 256)
-    for t in prange(nthreads, nogil=True, schedule="static", chunksize=1, num_threads=nthreads):
-        lo = (<Py_ssize_t>n * t) // nthreads
-        hi = (<Py_ssize_t>n * (t + 1)) // nthreads
+    for t in prange(SUM_SLICES, nogil=True, schedule="static", num_threads=nthreads):
+        lo = (<Py_ssize_t>n * t) // SUM_SLICES
+        hi = (<Py_ssize_t>n * (t + 1)) // SUM_SLICES
         acc = 0
         for i in range(lo, hi):
             acc = acc + <double>ap[i] * ap[i]
         part[t] = acc
-    for t in range(nthreads):
+    for t in range(SUM_SLICES):
         total += part[t]
     return total
