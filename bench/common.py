@@ -256,12 +256,22 @@ def copy_bandwidth(n_bytes=512 << 20, repeat=7):
 
 # -- timing ----------------------------------------------------------------------------
 
+# OpenBLAS's worker threads (NumPy's BLAS, used by the reference backend) spin for
+# about 0.1 s after each call (measured here: 0.104 s of CPU burnt during a 1 s sleep);
+# fastmom's kernels timed inside that window ran 3-12x slower. So every function is
+# timed only after the previous one's threads have gone idle, and after a warm-up of
+# its own (a vCPU that has just been idle is slow for its first milliseconds).
+SETTLE_SECONDS = 0.12
+WARMUP_SECONDS = 0.005
+
+
 def measure(fns, min_time=0.02, rounds=7, warmup=2):
     """Median seconds per call of each ``fns[name]``, timed in interleaved rounds.
 
     Each round runs every function for about ``min_time`` seconds (at least one call);
-    the result is the median over rounds of the per-call mean. A short sleep between
-    functions lets spin-waiting worker threads of one runtime go idle before the next.
+    the result is the median over rounds of the per-call mean. Before each timing: a
+    pause of :data:`SETTLE_SECONDS` (the previous runtime's spinning threads go idle),
+    then untimed calls for :data:`WARMUP_SECONDS` (at least one).
     """
     reps = {}
     for name, fn in fns.items():
@@ -274,7 +284,11 @@ def measure(fns, min_time=0.02, rounds=7, warmup=2):
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            time.sleep(0.002)
+            time.sleep(SETTLE_SECONDS)
+            t_end = time.perf_counter() + WARMUP_SECONDS
+            fn()
+            while time.perf_counter() < t_end:
+                fn()
             t = time.perf_counter()
             for _ in range(reps[name]):
                 fn()
