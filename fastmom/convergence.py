@@ -760,7 +760,7 @@ def _run_key(run):
 
 def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, batch_sizes=None,
               device=None, max_batches=None, fraction=None, max_eval=None, criterion="final",
-              out=None, plots=True, resume=False, command=None, log=print):
+              out=None, plots=True, resume=False, resume_from=(), command=None, log=print):
     """Run one problem's grid and write its JSON, Markdown and plots.
 
     Parameters
@@ -778,6 +778,10 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     plots : bool
     resume : bool
         Reuse the runs already in ``out``'s JSON that match this configuration.
+    resume_from : sequence of paths
+        More JSON files whose runs are reused (a grid split over processes or
+        machines, each with its own ``out``); each must be of the same problem and
+        configuration, or this raises ValueError. The first file to have a run wins.
     command : str, optional
         The command line, recorded in the outputs.
     log : callable
@@ -830,22 +834,36 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
 
     json_path = None
     done = {}
+    sources = []
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         json_path = out / f"{RESULT_PREFIX}-{problem.name}.json"
         if resume and json_path.exists():
-            old = json.loads(json_path.read_text())
-            same = {k: v for k, v in old.get("config", {}).items()
-                    if k in ("epochs", "max_batches", "fraction", "max_eval", "device")}
-            if same == {k: config[k] for k in same}:
-                done = {_run_key(r): r for r in old.get("runs", [])}
-                # keep when, where and how the earlier runs were made
-                earlier = dict(old.get("meta", {}))
-                meta["earlier_sessions"] = earlier.pop("earlier_sessions", []) + [earlier]
-                log(f"resuming: {len(done)} runs found in {json_path}")
-            else:
-                log(f"not resuming: {json_path} was made with another configuration")
+            sources.append((json_path, False))
+    sources += [(Path(p), True) for p in resume_from]
+    for path, explicit in sources:
+        old = json.loads(path.read_text())
+        keys = ("epochs", "max_batches", "fraction", "max_eval", "device")
+        same = {k: v for k, v in old.get("config", {}).items() if k in keys}
+        ok = (same == {k: config[k] for k in same}
+              and old.get("config", {}).get("problem", problem.name) == problem.name)
+        if not ok:
+            if explicit:
+                raise ValueError(f"{path} holds another problem or configuration "
+                                 f"({ {k: old.get('config', {}).get(k) for k in ('problem',) + keys} })")
+            log(f"not resuming: {path} was made with another configuration")
+            continue
+        found = 0
+        for r in old.get("runs", []):
+            if _run_key(r) not in done:
+                done[_run_key(r)] = r
+                found += 1
+        # keep when, where and how the earlier runs were made
+        earlier = dict(old.get("meta", {}))
+        meta.setdefault("earlier_sessions", [])
+        meta["earlier_sessions"] += earlier.pop("earlier_sessions", []) + [earlier]
+        log(f"resuming: {found} runs found in {path}")
 
     doc = {"meta": meta, "config": config, "runs": [], "summary": {}, "complete": False}
     t_suite = time.perf_counter()
@@ -1318,6 +1336,9 @@ def build_parser(prog="fastmom bench-convergence"):
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished runs in the output directory's JSON")
+    p.add_argument("--resume-from", metavar="JSON", action="append", default=[],
+                   help="also reuse the runs of this JSON (a grid split over processes or "
+                        "machines); repeatable")
     p.add_argument("--report", metavar="JSON", action="append",
                    help="only rebuild the Markdown and plots from an existing JSON file")
     p.add_argument("--list", action="store_true", help="list the problems and exit")
@@ -1366,7 +1387,8 @@ def main(argv=None):
                       device=args.device, max_batches=pick(args.max_batches, "max_batches"),
                       fraction=args.fraction, max_eval=pick(args.max_eval, "max_eval"),
                       criterion=args.select, out=args.out, plots=not args.no_plots,
-                      resume=args.resume, command=command.strip())
+                      resume=args.resume, resume_from=args.resume_from,
+                      command=command.strip())
         except (ValueError, DeviceError) as exc:  # bad grid, missing data set or device
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -242,6 +242,37 @@ def test_resume_reuses_finished_runs(tmp_path):
     assert "resumed from a session of" in (tmp_path / "convergence-conv-sample.md").read_text()
 
 
+def test_resume_from_combines_a_split_grid(tmp_path, capsys):
+    """A grid split over two processes (two output directories) is combined without
+    re-running anything; a file of another configuration is refused."""
+    base = ["--quick", "--device", "reference", "--no-plots", "--etas", "0.1",
+            "--epochs", "1", "--max-batches", "2"]
+    parts = {}
+    for opt in ("sgd", "momentum-0.9"):
+        d = tmp_path / opt
+        assert cv.main(base + ["--out", str(d), "--optimizers", opt]) == 0
+        parts[opt] = json.loads((d / "convergence-conv-sample.json").read_text())
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    both = ["--out", str(tmp_path / "both"), "--optimizers", "sgd,momentum-0.9"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv, "run_one", must_not_run)
+        assert cv.main(base + both + [
+            "--resume-from", str(tmp_path / "sgd" / "convergence-conv-sample.json"),
+            "--resume-from", str(tmp_path / "momentum-0.9" / "convergence-conv-sample.json")]) == 0
+    doc = json.loads((tmp_path / "both" / "convergence-conv-sample.json").read_text())
+    assert doc["complete"] is True
+    assert doc["runs"] == [parts["sgd"]["runs"][0], parts["momentum-0.9"]["runs"][0]]
+    assert len(doc["meta"]["earlier_sessions"]) == 2
+    # another configuration (2 epochs, not 1): an error, not a silent re-run
+    capsys.readouterr()
+    assert cv.main(base[:-4] + ["--epochs", "2", "--max-batches", "2"] + both + [
+        "--resume-from", str(tmp_path / "sgd" / "convergence-conv-sample.json")]) == 2
+    assert "another problem or configuration" in capsys.readouterr().err
+
+
 def test_cli_errors_are_reported_not_raised(capsys):
     assert cv.main(["--problem", "nope", "--no-plots"]) == 2
     assert "unknown problem" in capsys.readouterr().err
