@@ -140,16 +140,16 @@ def _busy_seconds(cpus):
     try:
         with open("/proc/stat", "rb") as fh:
             text = fh.read()
-    except OSError:
+        ticks = 0
+        for line in text.split(b"\n")[1:]:
+            if not line.startswith(b"cpu"):
+                break
+            fields = line.split()
+            if int(fields[0][3:]) in cpus:
+                user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+                ticks += user + nice + system + irq + softirq + steal
+    except (OSError, ValueError):  # no /proc (not Linux), or a format we do not know
         return None
-    ticks = 0
-    for line in text.split(b"\n")[1:]:
-        if not line.startswith(b"cpu"):
-            break
-        fields = line.split()
-        if int(fields[0][3:]) in cpus:
-            user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
-            ticks += user + nice + system + irq + softirq + steal
     return ticks / _CLK_TCK
 
 
