@@ -828,8 +828,9 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     reduced = (max_batches is not None or fraction is not None or max_eval is not None
                or epochs != problem.epochs or len(seeds) < len(problem.seeds)
                or tuple(batch_sizes) != problem.batch_sizes
-               or {s.label for s in specs} != {s.label for s in _specs(problem.optimizers)}
-               or any(g != tuple(problem.etas) for g in grids.values()))
+               # more optimizers or etas than the default grid is not a reduction
+               or not {s.label for s in _specs(problem.optimizers)} <= {s.label for s in specs}
+               or any(not set(problem.etas) <= set(g) for g in grids.values()))
     config["reduced"] = reduced
 
     json_path = None
