@@ -33,6 +33,9 @@ CONV_SHAPES = [
     (4, 2, 7, 6, 3, 3, 2, (1, 1)),          # no pooling
     (5, 1, 28, 28, 20, 5, 5, (2, 2)),       # network3 conv1, batch below 10
     (7, 20, 12, 12, 40, 5, 5, (2, 2)),      # network3 conv2, batch below 10
+    (3, 7, 11, 10, 6, 3, 4, (2, 3)),        # 84 taps per output, ragged border both ways
+    (2, 9, 8, 9, 5, 3, 3, (3, 2)),          # 81 taps, 3-row windows, ragged columns
+    (3, 8, 9, 9, 4, 3, 3, (1, 1)),          # 72 taps, no pooling
 ]
 
 
