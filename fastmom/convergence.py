@@ -760,7 +760,8 @@ def _run_key(run):
 
 def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, batch_sizes=None,
               device=None, max_batches=None, fraction=None, max_eval=None, criterion="final",
-              out=None, plots=True, resume=False, resume_from=(), command=None, log=print):
+              out=None, plots=True, resume=False, resume_from=(), train_missing=True,
+              command=None, log=print):
     """Run one problem's grid and write its JSON, Markdown and plots.
 
     Parameters
@@ -782,6 +783,9 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
         More JSON files whose runs are reused (a grid split over processes or
         machines, each with its own ``out``); each must be of the same problem and
         configuration, or this raises ValueError. The first file to have a run wins.
+    train_missing : bool
+        False: train nothing, only report the runs that ``resume``/``resume_from``
+        provide (the report says the grid is incomplete when runs are missing).
     command : str, optional
         The command line, recorded in the outputs.
     log : callable
@@ -884,6 +888,8 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                     if key in done:
                         run = done[key]
                         prior_seconds += run["wall_seconds"]
+                    elif not train_missing:
+                        continue
                     else:
                         run = run_one(problem, data, spec, eta, seed, bs, epochs, device)
                     doc["runs"].append(run)
@@ -907,7 +913,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     except OSError:
         pass
     doc["summary"] = summarize_document(doc)
-    doc["complete"] = True
+    doc["complete"] = len(doc["runs"]) == total
     if out is not None:
         _write_json(json_path, doc)
         write_reports(doc, out, plots=plots)
@@ -1340,6 +1346,9 @@ def build_parser(prog="fastmom bench-convergence"):
     p.add_argument("--resume-from", metavar="JSON", action="append", default=[],
                    help="also reuse the runs of this JSON (a grid split over processes or "
                         "machines); repeatable")
+    p.add_argument("--no-train", action="store_true",
+                   help="train nothing: only combine and report the runs that --resume and "
+                        "--resume-from provide")
     p.add_argument("--report", metavar="JSON", action="append",
                    help="only rebuild the Markdown and plots from an existing JSON file")
     p.add_argument("--list", action="store_true", help="list the problems and exit")
@@ -1389,6 +1398,7 @@ def main(argv=None):
                       fraction=args.fraction, max_eval=pick(args.max_eval, "max_eval"),
                       criterion=args.select, out=args.out, plots=not args.no_plots,
                       resume=args.resume, resume_from=args.resume_from,
+                      train_missing=not args.no_train,
                       command=command.strip())
         except (ValueError, DeviceError) as exc:  # bad grid, missing data set or device
             print(f"error: {exc}", file=sys.stderr)

@@ -266,6 +266,15 @@ def test_resume_from_combines_a_split_grid(tmp_path, capsys):
     assert doc["complete"] is True
     assert doc["runs"] == [parts["sgd"]["runs"][0], parts["momentum-0.9"]["runs"][0]]
     assert len(doc["meta"]["earlier_sessions"]) == 2
+    # --no-train reports a partial grid as incomplete and trains nothing
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv, "run_one", must_not_run)
+        assert cv.main(base + ["--out", str(tmp_path / "partial"), "--no-train",
+                               "--optimizers", "sgd,nesterov-0.9", "--resume-from",
+                               str(tmp_path / "sgd" / "convergence-conv-sample.json")]) == 0
+    partial = json.loads((tmp_path / "partial" / "convergence-conv-sample.json").read_text())
+    assert partial["complete"] is False and partial["runs"] == parts["sgd"]["runs"]
+    assert "INCOMPLETE" in (tmp_path / "partial" / "convergence-conv-sample.md").read_text()
     # another configuration (2 epochs, not 1): an error, not a silent re-run
     capsys.readouterr()
     assert cv.main(base[:-4] + ["--epochs", "2", "--max-batches", "2"] + both + [
