@@ -860,7 +860,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
             log(f"not resuming: {path} was made with another configuration")
             continue
         found = 0
-        for r in old.get("runs", []):
+        for r in old.get("runs", []) + old.get("other_runs", []):
             if _run_key(r) not in done:
                 done[_run_key(r)] = r
                 found += 1
@@ -871,11 +871,16 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
         log(f"resuming: {found} runs found in {path}")
 
     doc = {"meta": meta, "config": config, "runs": [], "summary": {}, "complete": False}
+    # runs of the same configuration outside this grid (a narrower resume of a wider
+    # grid) stay in the file, apart from the report's runs: resuming never loses data
     t_suite = time.perf_counter()
     prior_seconds = 0.0
     total = len(batch_sizes) * sum(len(g) for g in grids.values()) * len(seeds)
     wanted = {(bs, sp.label, eta, seed) for bs in batch_sizes for sp in specs
               for eta in grids[sp.label] for seed in seeds}
+    other = [r for k, r in done.items() if k not in wanted]
+    if other:
+        doc["other_runs"] = other
     count = 0
     for bs in batch_sizes:
         data = load_problem_data(problem, max_batches, fraction, bs, max_eval)

@@ -242,6 +242,26 @@ def test_resume_reuses_finished_runs(tmp_path):
     assert "resumed from a session of" in (tmp_path / "convergence-conv-sample.md").read_text()
 
 
+def test_a_narrower_resume_keeps_the_other_runs(tmp_path):
+    """Resuming with a smaller grid must not drop the finished runs outside it."""
+    args = ["--quick", "--device", "reference", "--out", str(tmp_path), "--no-plots",
+            "--optimizers", "sgd", "--epochs", "1", "--max-batches", "2"]
+    assert cv.main(args + ["--etas", "0.1,0.03"]) == 0
+    assert cv.main(args + ["--etas", "0.1", "--resume"]) == 0
+    doc = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert [r["eta"] for r in doc["runs"]] == [0.1]
+    assert [r["eta"] for r in doc["other_runs"]] == [0.03]
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv, "run_one", must_not_run)
+        assert cv.main(args + ["--etas", "0.1,0.03", "--resume"]) == 0
+    doc = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert sorted(r["eta"] for r in doc["runs"]) == [0.03, 0.1] and "other_runs" not in doc
+
+
 def test_resume_from_combines_a_split_grid(tmp_path, capsys):
     """A grid split over two processes (two output directories) is combined without
     re-running anything; a file of another configuration is refused."""
