@@ -296,6 +296,18 @@ def measure(fns, min_time=0.02, rounds=7, warmup=2):
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
+def write_outputs(text, doc, markdown=None, json_path=None):
+    """Print a benchmark's Markdown and write it and its JSON document where asked."""
+    import json
+    print(text)
+    if markdown:
+        with open(markdown, "w") as fh:
+            fh.write(text)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(doc, fh, indent=1)
+
+
 # -- machine -------------------------------------------------------------------------
 
 def machine_description(threads):

@@ -57,18 +57,19 @@ def _torch_alone_main(threads, rounds, min_time):
             train[key], infer[key] = C.torch_step(batch, cl, threads)
         res[str(batch)] = {"train": C.measure(train, min_time=min_time * 3, rounds=rounds),
                            "infer": C.measure(infer, min_time=min_time * 3, rounds=rounds)}
-    for label, src in _momentum_sizes():
+    for label, src, _ in _momentum_sizes():
         res[label] = C.measure({"torch_fused": C.torch_momentum_problem(src, fused=True)},
                                min_time=min_time, rounds=rounds)["torch_fused"]
     print(json.dumps(res))
 
 
 def _momentum_sizes():
-    """``(label, shapes or count)`` of the momentum-step cases."""
+    """``(label, shapes or count, parameter count)`` of the momentum-step cases."""
     import math
     shapes = C.network3_param_shapes()
     n3 = sum(math.prod(s) for s in shapes)
-    return [(f"{n3:,} (network3 list)", shapes), ("1e5", 10**5), ("1e6", 10**6), ("1e7", 10**7)]
+    return [(f"{n3:,} (network3 list)", shapes, n3)] + [(lbl, n, n) for lbl, n in
+                                                       (("1e5", 10**5), ("1e6", 10**6), ("1e7", 10**7))]
 
 
 def fmt_time(s):
@@ -218,9 +219,7 @@ def main(argv=None):
     p("| parameters | cpu | reference | torch fused | torch foreach | torch fused alone | cpu GB/s | "
       "torch fused GB/s (alone) | vs reference | vs torch fused | vs torch foreach | vs torch fused alone |")
     p("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    import math
-    for label, src in _momentum_sizes():
-        n = src if isinstance(src, int) else sum(math.prod(s) for s in src)
+    for label, src, n in _momentum_sizes():
         fns = {"cpu": C.momentum_problem(cpu, n), "reference": C.momentum_problem(reference, n)}
         if have_torch:
             fns["torch_fused"] = C.torch_momentum_problem(src, fused=True)
@@ -239,13 +238,7 @@ def main(argv=None):
         out["momentum"].append({"params": n, "seconds": r, "GBps": gbs})
 
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+    C.write_outputs(text, out, args.markdown, args.json)
 
 
 if __name__ == "__main__":

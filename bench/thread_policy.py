@@ -28,6 +28,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common as C  # noqa: E402
 POLICIES = [
     ("auto (default)", {}),
     ("2 threads, spin", {"FASTMOM_NUM_THREADS": "2"}),
@@ -39,8 +42,6 @@ BUSY_LOOP = "import time\nt = time.time()\nwhile time.time() - t < 600: pass\n"
 
 
 def _child():
-    sys.path.insert(0, HERE)
-    import common as C
     from fastmom.backends import cpu
     out = {}
     for batch in BATCHES:
@@ -93,13 +94,7 @@ def main(argv=None):
         lines.append(f"| {r['busy_processes']} | {r['policy']} | "
                      + " | ".join(f"{r[str(b)] * 1e3:.2f}" for b in BATCHES) + f" | {r['threads_at_end']} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(text)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+    C.write_outputs(text, results, args.markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -91,18 +91,19 @@ LOAD_INTERVAL = 0.25
 LOAD_SLACK = 0.4
 
 
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _cpu_set():
+    """The CPUs this process may run on (empty where the OS does not say)."""
     try:
         return frozenset(os.sched_getaffinity(0))
-    except AttributeError:
+    except AttributeError:  # not on Linux
         return frozenset()
+
+
+_CPUS = _cpu_set()
+
+
+def _cores():
+    return len(_CPUS) or os.cpu_count() or 1
 
 
 def _env_threads():
@@ -154,7 +155,6 @@ def _busy_seconds(cpus):
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_CPUS = _cpu_set()
 _fixed_threads = _env_threads()   # None: automatic
 _auto_threads = _cores()
 _other_load = 0.0
