@@ -64,6 +64,8 @@ def extensions():
         exts.append(Extension(
             f"fastmom._kernels.{mod}", [src],
             include_dirs=[numpy.get_include(), os.path.join("kernels", "cpu")],
+            # the C headers beside the .pyx: an edit to one alone must rebuild the module
+            depends=sorted(glob.glob(os.path.join("kernels", "cpu", "*.h"))),
             extra_compile_args=compile_args, extra_link_args=link_args,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             language="c",

@@ -36,6 +36,12 @@ CONV_SHAPES = [
     (3, 7, 11, 10, 6, 3, 4, (2, 3)),        # 84 taps per output, ragged border both ways
     (2, 9, 8, 9, 5, 3, 3, (3, 2)),          # 81 taps, 3-row windows, ragged columns
     (3, 8, 9, 9, 4, 3, 3, (1, 1)),          # 72 taps, no pooling
+    # the direct path (conv_direct.h: >= 64 taps, windows of 1, 2 or 4 positions) with
+    # filter counts that leave partial vectors and blocks (8 floats / 4 doubles a vector)
+    (3, 5, 13, 12, 9, 4, 4, (2, 2)),        # 80 taps, 9 filters, ragged columns
+    (2, 4, 11, 9, 17, 5, 4, (1, 2)),        # 80 taps, 17 filters, 1x2 windows
+    (2, 13, 7, 8, 3, 3, 2, (2, 1)),         # 78 taps, 3 filters, 2x1 windows, ragged rows
+    (2, 8, 9, 10, 41, 3, 3, (2, 2)),        # 72 taps, 41 filters, ragged rows
 ]
 
 
@@ -117,6 +123,30 @@ def test_conv_first_max_wins_on_exact_ties():
     np.testing.assert_array_equal(am, am_ref)
     np.testing.assert_array_equal(y, y_ref)
     assert (am == 0).all()
+
+
+def test_conv_direct_path_first_max_wins_on_exact_ties(rng):
+    # 64 taps (the direct kernel's threshold) of ones on small integers: exact ties in
+    # most windows; the first position must win as in the reference
+    x = rng.integers(0, 2, (3, 4, 9, 11)).astype(np.float64)
+    w = np.ones((5, 4, 4, 4))
+    b = np.zeros(5)
+    assert cpu._k.direct_conv_applies(64, 2, 2) == cpu._k.direct_conv_applies(500, 2, 2)
+    for dtype in DTYPES:
+        y, am = np.empty((3, 5, 3, 4), dtype), np.empty((3, 5, 3, 4), np.int32)
+        y_ref, am_ref = np.empty_like(y), np.empty_like(am)
+        args = (x.astype(dtype), w.astype(dtype), b.astype(dtype), (2, 2), "linear")
+        cpu.conv_pool_forward(*args, y, am)
+        ref.conv_pool_forward(*args, y_ref, am_ref)
+        np.testing.assert_array_equal(am, am_ref)
+        np.testing.assert_array_equal(y, y_ref)
+
+
+def test_direct_path_dispatch_rules():
+    # never for few taps (conv1's 25: im2col + GEMM measured faster) or windows of 3, 6, 9
+    # positions (a tile holds whole windows of up to 4)
+    for k, ph, pw in [(25, 2, 2), (63, 2, 2), (500, 3, 3), (500, 2, 3), (500, 1, 3)]:
+        assert not cpu._k.direct_conv_applies(k, ph, pw)
 
 
 def test_conv_leading_slice_of_larger_workspace(rng):

@@ -301,8 +301,14 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
     ib = _conv_chunk(n, oh * ow)
     nt = min(_threads(), -(-n // ib))
     k = c * kh * kw
-    scratch = _workspace(("conv_fwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
-    _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, ib, nt)
+    if _k.direct_conv_applies(k, ph, pw):
+        # the direct kernel's filters, packed in vectors of 8 floats or 4 doubles
+        scratch = _workspace(("conv_fwd", nt), (nt, 1), x.dtype)
+        packed = _workspace("conv_fwd_packed", (-(-f // 8) * 8 * k,), x.dtype)
+    else:
+        scratch = _workspace(("conv_fwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
+        packed = _workspace("conv_fwd_packed", (1,), x.dtype)
+    _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, packed, ib, nt)
 
 
 def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
@@ -317,7 +323,7 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
     ngroups = -(-nchunks // group)
     nt = min(_threads(), ngroups)
     k = c * kh * kw
-    scratch = _workspace(("conv_bwd", nt), (nt, (2 * k + f) * ib * oh * ow), x.dtype)
+    scratch = _workspace(("conv_bwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
     partial = _workspace("conv_bwd_partial", (ngroups, f * k + f), x.dtype)
     _k.conv_pool_backward(x, w, y, argmax, dy, ph, pw, _ACT[act], dw, db, dx, scratch, partial,
                           ib, group, nt)

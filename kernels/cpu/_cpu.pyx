@@ -89,12 +89,53 @@ cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, real alpha, real* 
 
 # -- convolution + max-pool -------------------------------------------------------------
 
+cdef extern from "rows.h" nogil:
+    void fastmom_copy_row_f(float* dst, const float* src, int n)
+    void fastmom_copy_row_d(double* dst, const double* src, int n)
+    void fastmom_add_row_f(float* dst, const float* src, int n)
+    void fastmom_add_row_d(double* dst, const double* src, int n)
+
+
+cdef extern from "conv_direct.h" nogil:
+    int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
+    void fastmom_pack_filters_f(const float* w, int f, int K, float* wp)
+    void fastmom_pack_filters_d(const double* w, int f, int K, double* wp)
+    void fastmom_conv_pool_direct_f(const float* x, int c, int h, int wd, const float* wp,
+                                    int f, int kh, int kw, int ph, int pw, int PH, int PW,
+                                    float* y, int* argmax)
+    void fastmom_conv_pool_direct_d(const double* x, int c, int h, int wd, const double* wp,
+                                    int f, int kh, int kw, int ph, int pw, int PH, int PW,
+                                    double* y, int* argmax)
+
+
+def direct_conv_applies(int K, int ph, int pw):
+    """Whether :func:`conv_pool_forward` convolves and pools directly (conv_direct.h)
+    rather than by im2col + GEMM: this build has the direct kernel (AVX2 + FMA), there
+    are enough taps ``K = C*KH*KW`` (64) and ``ph x pw`` windows of 1, 2 or 4 positions."""
+    return bool(fastmom_conv_pool_direct_applies(K, ph, pw))
+
+
+cdef inline void _copy_row(real* dst, real* src, int n) noexcept nogil:
+    """``dst[:n] = src[:n]`` for im2col's short rows (see rows.h for why not a loop)."""
+    if real is float:
+        fastmom_copy_row_f(dst, src, n)
+    else:
+        fastmom_copy_row_d(dst, src, n)
+
+
+cdef inline void _add_row(real* dst, real* src, int n) noexcept nogil:
+    """``dst[:n] += src[:n]`` for col2im's short rows."""
+    if real is float:
+        fastmom_add_row_f(dst, src, n)
+    else:
+        fastmom_add_row_d(dst, src, n)
+
+
 cdef inline void _im2col(real* x, int cnt, int c, int h, int wd, int kh, int kw,
                          int oh, int ow, real* cols) noexcept nogil:
     """``cols[(ci,k,l), j*OH*OW + i*OW + jj] = x[j, ci, i+k, jj+l]`` for ``cnt`` images."""
     cdef int ci, k, l, j, i
     cdef Py_ssize_t ncols = <Py_ssize_t>cnt * oh * ow
-    cdef int jj
     cdef real* row
     cdef real* src
     cdef real* dst
@@ -105,37 +146,29 @@ cdef inline void _im2col(real* x, int cnt, int c, int h, int wd, int kh, int kw,
                 for j in range(cnt):
                     src = x + ((<Py_ssize_t>j * c + ci) * h + k) * wd + l
                     dst = row + <Py_ssize_t>j * oh * ow
-                    # short rows (8 floats in network3's conv2) are copied inline: a
-                    # libc call per row cost more than the copy
-                    if ow >= 16:
-                        for i in range(oh):
-                            memcpy(dst + i * ow, src + i * wd, ow * sizeof(real))
-                    else:
-                        for i in range(oh):
-                            for jj in range(ow):
-                                dst[jj] = src[jj]
-                            dst = dst + ow
-                            src = src + wd
+                    for i in range(oh):
+                        _copy_row(dst + i * ow, src + i * wd, ow)
 
 
 cdef inline void _col2im_add(real* dcols, int cnt, int c, int h, int wd, int kh, int kw,
                              int oh, int ow, real* dx) noexcept nogil:
-    """Adjoint of :func:`_im2col`: scatter-add the columns back into ``dx``."""
-    cdef int ci, k, l, j, i, jj
+    """Adjoint of :func:`_im2col`: scatter-add the columns back into ``dx``.
+
+    One image plane at a time (``h x wd``, 576 bytes in network3's conv2), so the 25
+    passes of a 5x5 kernel over it hit L1 instead of the whole chunk's ``dx``.
+    """
+    cdef int ci, k, l, j, i
     cdef Py_ssize_t ncols = <Py_ssize_t>cnt * oh * ow
-    cdef real* row
-    cdef real* dst
     cdef real* src
-    for ci in range(c):
-        for k in range(kh):
-            for l in range(kw):
-                row = dcols + ((ci * kh + k) * kw + l) * ncols
-                for j in range(cnt):
+    cdef real* plane
+    for j in range(cnt):
+        for ci in range(c):
+            plane = dx + (<Py_ssize_t>j * c + ci) * h * wd
+            for k in range(kh):
+                for l in range(kw):
+                    src = dcols + ((ci * kh + k) * kw + l) * ncols + <Py_ssize_t>j * oh * ow
                     for i in range(oh):
-                        dst = dx + (((<Py_ssize_t>j * c + ci) * h + k + i) * wd + l)
-                        src = row + (j * oh + i) * ow
-                        for jj in range(ow):
-                            dst[jj] += src[jj]
+                        _add_row(plane + (k + i) * wd + l, src + i * ow, ow)
 
 
 cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
@@ -206,14 +239,16 @@ cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogi
 @cython.cdivision(True)  # all operands are non-negative, where C and Python division agree
 def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, int ph, int pw,
                       int act, real[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
-                      real[:, ::1] scratch, int ib, int nthreads):
-    """Fused valid convolution (im2col + GEMM per chunk of ``ib`` images), max-pool with
-    argmax, bias and activation.
+                      real[:, ::1] scratch, real[::1] packed, int ib, int nthreads):
+    """Fused valid convolution, max-pool with argmax, bias and activation, per chunk of
+    ``ib`` images.
 
-    Chunks are handed out dynamically, so a thread that the OS deschedules does not
-    hold back the others; each chunk's result does not depend on which thread ran it.
-    ``scratch`` is ``(nthreads, (K + F) * ib * OH * OW)`` with ``K = C*KH*KW``, one row
-    per thread.
+    Where :func:`direct_conv_applies`, each image is convolved and pooled directly from
+    the filters packed into ``packed`` (``ceil(F/8)*8*K``; conv_direct.h) and ``scratch``
+    is unused; else each chunk goes through im2col + GEMM into ``scratch``, ``(nthreads,
+    (K + F) * ib * OH * OW)`` with ``K = C*KH*KW``, one row per thread, then pooling.
+    Chunks are handed out dynamically, so a thread that the OS deschedules does not hold
+    back the others; each chunk's result does not depend on which thread ran it.
     """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -228,31 +263,52 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef real* yp = &y[0, 0, 0, 0]
     cdef int* ap = &argmax[0, 0, 0, 0]
     cdef real* sp = &scratch[0, 0]
+    cdef real* wpk = &packed[0]
     cdef Py_ssize_t sstride = scratch.shape[1]
+    cdef Py_ssize_t img = <Py_ssize_t>c * h * wd, plane = <Py_ssize_t>PH * PW
+    cdef bint direct = fastmom_conv_pool_direct_applies(K, ph, pw)
     cdef int ch, cnt, ncols, fi, j, pi
     cdef Py_ssize_t n0, o
     cdef real* cols
     cdef real* z
     cdef real* zr
+    if direct:
+        with nogil:
+            if real is float:
+                fastmom_pack_filters_f(wp, f, K, wpk)
+            else:
+                fastmom_pack_filters_d(wp, f, K, wpk)
     for ch in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
-        cols = sp + threadid() * sstride
-        z = cols + K * nc
         n0 = <Py_ssize_t>ch * ib
         cnt = <int>min(<Py_ssize_t>ib, n - n0)
-        ncols = cnt * ohow
-        _im2col(xp + n0 * c * h * wd, cnt, c, h, wd, kh, kw, oh, ow, cols)
-        _gemm(False, False, f, ncols, K, <real>1, wp, K, cols, ncols, <real>0, z, ncols)
-        for fi in range(f):
+        if direct:
             for j in range(cnt):
-                zr = z + <Py_ssize_t>fi * ncols + j * ohow
-                o = (((n0 + j) * f + fi) * PH) * PW
-                for pi in range(PH):
-                    if ph == 2 and pw == 2:
-                        _pool_row_2x2(zr + 2 * pi * ow, ow, PW, yp + o, ap + o)
-                    else:
-                        _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
-                    _bias_act_row(yp + o, PW, bp[fi], act)
-                    o = o + PW
+                o = (n0 + j) * f * plane
+                if real is float:
+                    fastmom_conv_pool_direct_f(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
+                                               ph, pw, PH, PW, yp + o, ap + o)
+                else:
+                    fastmom_conv_pool_direct_d(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
+                                               ph, pw, PH, PW, yp + o, ap + o)
+                for fi in range(f):
+                    _bias_act_row(yp + o + fi * plane, <int>plane, bp[fi], act)
+        else:
+            cols = sp + threadid() * sstride
+            z = cols + K * nc
+            ncols = cnt * ohow
+            _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
+            _gemm(False, False, f, ncols, K, <real>1, wp, K, cols, ncols, <real>0, z, ncols)
+            for fi in range(f):
+                for j in range(cnt):
+                    zr = z + <Py_ssize_t>fi * ncols + j * ohow
+                    o = (((n0 + j) * f + fi) * PH) * PW
+                    for pi in range(PH):
+                        if ph == 2 and pw == 2:
+                            _pool_row_2x2(zr + 2 * pi * ow, ow, PW, yp + o, ap + o)
+                        else:
+                            _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
+                        _bias_act_row(yp + o, PW, bp[fi], act)
+                        o = o + PW
 
 
 @cython.cdivision(True)  # all operands are non-negative, where C and Python division agree
@@ -263,8 +319,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                        int nthreads):
     """Gradients of :func:`conv_pool_forward`; ``dx`` may be None (first layer).
 
-    ``scratch`` is ``(nthreads, (2K + F) * ib * OH * OW)`` (per thread: columns, the
-    un-pooled ``dz`` and the column gradient). Chunks go in groups of ``group``
+    ``scratch`` is ``(nthreads, (K + F) * ib * OH * OW)`` (per thread: the columns, later
+    overwritten by the column gradient, and the un-pooled ``dz``). Chunks go in groups of ``group``
     consecutive chunks, run in order by one thread; ``partial`` is ``(ngroups, F*K + F)``:
     each group's ``dw`` (transposed, ``K x F``) and ``db``, accumulated over its chunks
     and summed in group order afterwards, so the result is the same bit for bit whatever
@@ -296,7 +352,6 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef Py_ssize_t n0, o, q
     cdef real* cols
     cdef real* dz
-    cdef real* dcols
     cdef real* pdw
     cdef real* pdb
     cdef real* dzr
@@ -307,7 +362,6 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     for gr in prange(ngroups, nogil=True, schedule="dynamic", num_threads=nthreads):
         cols = sp + threadid() * sstride
         dz = cols + K * nc
-        dcols = dz + f * nc
         pdw = pp + gr * pstride
         pdb = pdw + f * K
         memset(pdb, 0, f * sizeof(real))
@@ -340,9 +394,11 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
             _gemm(False, True, K, f, ncols, <real>1, cols, ncols, dz, ncols,
                   <real>(0 if ch == gr * group else 1), pdw, f)
             if want_dx:
-                _gemm(True, False, K, ncols, f, <real>1, wp, K, dz, ncols, <real>0, dcols, ncols)
+                # the column gradient overwrites the columns, which the dw product has
+                # consumed: one K x ncols buffer less to keep in cache
+                _gemm(True, False, K, ncols, f, <real>1, wp, K, dz, ncols, <real>0, cols, ncols)
                 memset(dxp + n0 * img, 0, cnt * img * sizeof(real))
-                _col2im_add(dcols, cnt, c, h, wd, kh, kw, oh, ow, dxp + n0 * img)
+                _col2im_add(cols, cnt, c, h, wd, kh, kw, oh, ow, dxp + n0 * img)
     # sum the groups' partials in group order (deterministic) into the first one, then
     # transpose it into dw; serially, since it costs less than another parallel
     # region's fork/join

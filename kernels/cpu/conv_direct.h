@@ -1,0 +1,112 @@
+/* Direct valid cross-correlation fused with max-pooling, for conv_pool_forward in
+ * _cpu.pyx.
+ *
+ * im2col + GEMM moves every input value K/c times through memory, twice more than the
+ * arithmetic needs (im2col writes the columns, the BLAS packs them again), then writes
+ * the whole pre-pool map and reads it back to pool it: in network3's conv2 at batch 256
+ * that traffic took as long as the multiply-adds, and the scalar 2x2 pooling a third of
+ * conv1. Here a tile of FV filter vectors (8 floats or 4 doubles: one filter per lane)
+ * x P output positions (whole pooling windows) keeps its FV*P accumulators in registers,
+ * reads the image (in L1) and the packed filters (one contiguous stream) directly (per
+ * tap, FV vector loads and P broadcast inputs feed FV*P fused multiply-adds) and pools
+ * its windows with vector compares, 8 filters at a time. The pre-pool map never exists.
+ *
+ * Written once in conv_direct_impl.h and instantiated for float and double (C has no
+ * templates). Needs the GCC/Clang vector extension and AVX2 with FMA (the tiles are sized
+ * for 32-byte registers; on SSE2 alone they spilled and ran 40x slower), and pooling
+ * windows of 1, 2 or 4 positions (a tile holds whole windows): elsewhere, e.g. in a
+ * FASTMOM_PORTABLE=1 build, fastmom_conv_pool_direct_applies is false and the kernels
+ * keep im2col + GEMM.
+ */
+#ifndef FASTMOM_CONV_DIRECT_H
+#define FASTMOM_CONV_DIRECT_H
+
+/* Tiles hold whole windows of up to this many positions (2x2 pooling). */
+#define FM_WINDOW_MAX 4
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__) && defined(__FMA__)
+#define FASTMOM_DIRECT_CONV 1
+
+/* Accumulators per tile: FV*P + FV + 1 vectors must fit the vector registers (32 with
+ * AVX-512VL, 16 with AVX2 alone). Measured on network3's conv2 (Zen 4, one thread,
+ * GFLOP/s of the convolution alone): 8 -> 51, 12 -> 81-91, 16 -> 97, 24 -> 100 (conv1:
+ * 27, 45-60, 60, 66): more independent sums hide the FMA latency and amortise the
+ * tile's epilogue. */
+#ifndef FM_ACC
+#if defined(__AVX512VL__)
+#define FM_ACC 24
+#else
+#define FM_ACC 12
+#endif
+#endif
+
+/* Positions per tile for FV filter vectors: FM_ACC/FV, rounded down to whole windows
+ * (24, 12, 8 with AVX-512VL; 12, 4, 4 with AVX2). */
+#define FM_TILE_P(fv) (FM_ACC / (fv) / FM_WINDOW_MAX * FM_WINDOW_MAX)
+
+/* Keep a weight vector in a register: GCC otherwise folds its load into each of the P
+ * multiply-adds that use it, and the loads became the bottleneck (conv2 81 -> 91
+ * GFLOP/s). An empty asm statement that "modifies" the register pins it. */
+#define FM_IN_REGISTER(v) __asm__("" : "+x"(v))
+
+/* Python builds extensions with -fwrapv; under it GCC cannot fold the tiles' int index
+ * sums into their addressing (conv2 92 instead of 101 GFLOP/s). Nothing here relies on
+ * signed overflow wrapping, so these functions alone are compiled without it. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-wrapv")
+#endif
+
+#define FM_T float
+#define FM_INT int
+#define FM_LANES 8
+#define FM_NAME(n) n##_f
+#include "conv_direct_impl.h"
+#undef FM_T
+#undef FM_INT
+#undef FM_LANES
+#undef FM_NAME
+
+#define FM_T double
+#define FM_INT long long
+#define FM_LANES 4
+#define FM_NAME(n) n##_d
+#include "conv_direct_impl.h"
+#undef FM_T
+#undef FM_INT
+#undef FM_LANES
+#undef FM_NAME
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+#else
+#define FASTMOM_DIRECT_CONV 0
+/* never called (fastmom_conv_pool_direct_applies is false): they only keep the one
+ * source of _cpu.pyx compiling */
+#define FM_STUBS(T, S)                                                                    \
+    static void fastmom_pack_filters_##S(const T *w, int f, int K, T *wp) {}               \
+    static void fastmom_conv_pool_direct_##S(const T *x, int c, int h, int wd, const T *wp, \
+                                             int f, int kh, int kw, int ph, int pw, int PH, \
+                                             int PW, T *y, int *argmax) {}
+FM_STUBS(float, f)
+FM_STUBS(double, d)
+#undef FM_STUBS
+#endif
+
+/* Taps (c*kh*kw) below which im2col + GEMM stays faster: with few taps per output the
+ * tile's epilogue (pooling 8 filters per vector, then one scalar store per filter and
+ * window) outweighs its multiply-adds. network3's conv1 (25 taps) ran 0.86x as fast
+ * direct, conv2 (500 taps) 1.32x (one thread, batch 256, Zen 4). */
+#define FM_MIN_TAPS 64
+
+/* Whether fastmom_conv_pool_direct is the faster path for K = c*kh*kw taps and ph x pw
+ * pooling, in this build. */
+static inline int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
+{
+    return FASTMOM_DIRECT_CONV && K >= FM_MIN_TAPS && ph > 0 && pw > 0 &&
+           FM_WINDOW_MAX % (ph * pw) == 0;
+}
+
+#endif

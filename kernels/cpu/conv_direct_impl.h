@@ -1,0 +1,140 @@
+/* One type's instance of the direct convolution + max-pool in conv_direct.h. Included
+ * once per type with FM_T (the scalar type), FM_INT (an integer as wide), FM_LANES
+ * (scalars per 32-byte vector) and FM_NAME (appends the type's suffix to a name)
+ * defined; no include guard on purpose. */
+
+typedef FM_T FM_NAME(fm_vec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
+/* lane masks and indices: integers as wide as FM_T */
+typedef FM_INT FM_NAME(fm_ivec) __attribute__((vector_size(32)));
+
+/* Filter vectors per tile of the nvec in all: blocks of at most 3 (a 4-vector tile would
+ * get FM_ACC/4 positions, not a whole number of 2x2 windows), as even as possible
+ * (5 -> 3 + 2). */
+static inline int FM_NAME(fm_block_width)(int remaining)
+{
+    int blocks = (remaining + 2) / 3;
+    return (remaining + blocks - 1) / blocks;
+}
+
+/* Pack w (f x K, K = c*kh*kw) for the tiles: filters in vectors of FM_LANES (the last
+ * one zero-padded), vectors in blocks of fm_block_width, each block stored tap-major,
+ * so a tile reads its weights as one aligned, contiguous stream:
+ * wp[v0*FM_LANES*K + (t*width + u)*FM_LANES + lane] = w[((v0 + u)*FM_LANES + lane)*K + t]
+ * for the block of `width` vectors starting at vector v0. wp holds
+ * ceil(f / FM_LANES) * FM_LANES * K scalars. */
+static void FM_NAME(fastmom_pack_filters)(const FM_T *w, int f, int K, FM_T *wp)
+{
+    int nvec = (f + FM_LANES - 1) / FM_LANES;
+    for (int v0 = 0; v0 < nvec;) {
+        int width = FM_NAME(fm_block_width)(nvec - v0);
+        FM_T *dst = wp + (long)v0 * FM_LANES * K;
+        for (int t = 0; t < K; t++)
+            for (int u = 0; u < width; u++)
+                for (int lane = 0; lane < FM_LANES; lane++) {
+                    int fi = (v0 + u) * FM_LANES + lane;
+                    dst[((long)t * width + u) * FM_LANES + lane] = fi < f ? w[(long)fi * K + t] : 0;
+                }
+        v0 += width;
+    }
+}
+
+/* One tile: FV filter vectors x P output positions (xoff: each position's offset in a
+ * channel of x), summed over every tap (ci, k, l) into out[u*P + q]. Per tap, FV aligned
+ * weight loads and P broadcast inputs feed FV*P fused multiply-adds. FV and P are literal
+ * constants at every call: after inlining, the loops unroll and the accumulators live in
+ * registers (only the final copy to `out` touches memory). */
+static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
+    const FM_T *x, const FM_T *wp, int c, int h, int wd, int kh, int kw, const int *xoff,
+    FM_NAME(fm_vec) *out, const int fv, const int p)
+{
+    typedef FM_NAME(fm_vec) vec;
+    vec acc[3][FM_ACC];
+    for (int u = 0; u < fv; u++)
+        for (int q = 0; q < p; q++)
+            acc[u][q] = (vec){0};
+    for (int ci = 0; ci < c; ci++) {
+        for (int k = 0; k < kh; k++) {
+            const FM_T *xrow = x + ((long)ci * h + k) * wd;
+            for (int l = 0; l < kw; l++) {
+                vec wv[3];
+                for (int u = 0; u < fv; u++) {
+                    wv[u] = *(const vec *)(wp + u * FM_LANES);
+                    FM_IN_REGISTER(wv[u]);
+                }
+                for (int q = 0; q < p; q++) {
+                    FM_T xq = xrow[l + xoff[q]];
+                    for (int u = 0; u < fv; u++)
+                        acc[u][q] += wv[u] * xq;
+                }
+                wp += fv * FM_LANES;
+            }
+        }
+    }
+    for (int u = 0; u < fv; u++)
+        for (int q = 0; q < p; q++)
+            out[u * p + q] = acc[u][q];
+}
+
+/* The valid cross-correlation of one image x (c x h x wd) with the packed filters wp
+ * (fastmom_pack_filters), max-pooled over ph x pw windows: y[fi, pi, pj] (f x PH x PW)
+ * gets each window's largest pre-activation value (no bias: the caller adds it and
+ * applies the activation, which commutes with the max for the monotonic activations)
+ * and argmax[fi, pi, pj] the window position r*pw + s of the first maximum in row-major
+ * order (strict >, the reference's rule). Positions outside every window (a pool that
+ * does not divide the map) are never computed.
+ *
+ * Needs FM_WINDOW_MAX % (ph*pw) == 0 (fastmom_conv_pool_direct_applies): every tile then
+ * holds whole windows. */
+static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int wd,
+                                              const FM_T *wp, int f, int kh, int kw,
+                                              int ph, int pw, int PH, int PW, FM_T *y,
+                                              int *argmax)
+{
+    typedef FM_NAME(fm_vec) vec;
+    typedef FM_NAME(fm_ivec) ivec;
+    int ws = ph * pw, nwin = PH * PW, K = c * kh * kw;
+    int nvec = (f + FM_LANES - 1) / FM_LANES;
+    vec out[FM_ACC];
+    int xoff[FM_ACC];
+    for (int v0 = 0; v0 < nvec;) {
+        int fv = FM_NAME(fm_block_width)(nvec - v0);
+        int p = FM_TILE_P(fv), per_tile = p / ws;
+        const FM_T *wblock = wp + (long)v0 * FM_LANES * K;
+        for (int w0 = 0; w0 < nwin; w0 += per_tile) {
+            int nw = nwin - w0 < per_tile ? nwin - w0 : per_tile;
+            /* positions window by window, row-major inside a window; a last tile with
+             * fewer windows repeats its last position (computed, never stored) */
+            for (int q = 0; q < p; q++) {
+                int qq = q < nw * ws ? q : nw * ws - 1;
+                int wi = w0 + qq / ws, s = qq % ws;
+                xoff[q] = (wi / PW * ph + s / pw) * wd + wi % PW * pw + s % pw;
+            }
+            switch (fv) {
+            case 1: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 1, FM_TILE_P(1)); break;
+            case 2: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 2, FM_TILE_P(2)); break;
+            default: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 3, FM_TILE_P(3)); break;
+            }
+            for (int u = 0; u < fv; u++) {
+                for (int wn = 0; wn < nw; wn++) {
+                    const vec *win = out + u * p + wn * ws;
+                    vec m = win[0];
+                    ivec best = (ivec){0};
+                    for (int s = 1; s < ws; s++) {
+                        ivec gt = win[s] > m;
+                        m = (vec)(((ivec)win[s] & gt) | ((ivec)m & ~gt));
+                        best = (best & ~gt) | (((ivec){0} + s) & gt);
+                    }
+                    long o = w0 + wn;
+                    for (int lane = 0; lane < FM_LANES; lane++) {
+                        int fi = (v0 + u) * FM_LANES + lane;
+                        if (fi < f) {
+                            y[(long)fi * nwin + o] = m[lane];
+                            argmax[(long)fi * nwin + o] = (int)best[lane];
+                        }
+                    }
+                }
+            }
+        }
+        v0 += fv;
+    }
+}
