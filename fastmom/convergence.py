@@ -866,8 +866,12 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                 found += 1
         # keep when, where and how the earlier runs were made
         earlier = dict(old.get("meta", {}))
-        meta.setdefault("earlier_sessions", [])
-        meta["earlier_sessions"] += earlier.pop("earlier_sessions", []) + [earlier]
+        sessions = meta.setdefault("earlier_sessions", [])
+        # files that share an ancestor (two halves of a split grid resumed from one
+        # file) list its sessions twice: keep each once, in the order first seen
+        for e in earlier.pop("earlier_sessions", []) + [earlier]:
+            if e not in sessions:
+                sessions.append(e)
         log(f"resuming: {found} runs found in {path}")
 
     doc = {"meta": meta, "config": config, "runs": [], "summary": {}, "complete": False}

@@ -286,6 +286,14 @@ def test_resume_from_combines_a_split_grid(tmp_path, capsys):
     assert doc["complete"] is True
     assert doc["runs"] == [parts["sgd"]["runs"][0], parts["momentum-0.9"]["runs"][0]]
     assert len(doc["meta"]["earlier_sessions"]) == 2
+    # combining again with a file derived from the same sessions lists each session once
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv, "run_one", must_not_run)
+        assert cv.main(base + both + ["--resume", "--resume-from",
+                                      str(tmp_path / "sgd" / "convergence-conv-sample.json")]) == 0
+    again = json.loads((tmp_path / "both" / "convergence-conv-sample.json").read_text())
+    sessions = [json.dumps(e, sort_keys=True) for e in again["meta"]["earlier_sessions"]]
+    assert len(sessions) == len(set(sessions)) == 3  # sgd, momentum-0.9, the combination
     # --no-train reports a partial grid as incomplete and trains nothing
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cv, "run_one", must_not_run)
