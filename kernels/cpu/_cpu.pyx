@@ -38,6 +38,24 @@ cdef enum:
 
 # -- scalar helpers -------------------------------------------------------------------
 
+cdef extern from "rows.h" nogil:
+    void fastmom_copy_row_f(float* dst, const float* src, int n)
+    void fastmom_copy_row_d(double* dst, const double* src, int n)
+    void fastmom_add_row_f(float* dst, const float* src, int n)
+    void fastmom_add_row_d(double* dst, const double* src, int n)
+
+
+cdef extern from "pool.h" nogil:
+    float fastmom_dact_f(float y, int act)
+    double fastmom_dact_d(double y, int act)
+    void fastmom_pool2x2_row_f(const float* r0, const float* r1, int n, float* m, int* best)
+    void fastmom_pool2x2_row_d(const double* r0, const double* r1, int n, double* m, int* best)
+    float fastmom_unpool2x2_row_f(const float* dy, const float* y, const int* best, int n,
+                                  int act, float* z0, float* z1)
+    double fastmom_unpool2x2_row_d(const double* dy, const double* y, const int* best, int n,
+                                   int act, double* z0, double* z1)
+
+
 cdef inline real _act(real z, int act) noexcept nogil:
     cdef real e
     if act == RELU:
@@ -60,14 +78,11 @@ cdef inline real _act(real z, int act) noexcept nogil:
 
 
 cdef inline real _dact(real y, int act) noexcept nogil:
-    """Derivative of the activation expressed through its output ``y``."""
-    if act == RELU:
-        return 1 if y > 0 else 0
-    if act == LINEAR:
-        return 1
-    if act == TANH:
-        return 1 - y * y
-    return y * (1 - y)
+    """Derivative of the activation expressed through its output ``y`` (rows.h)."""
+    if real is float:
+        return fastmom_dact_f(y, act)
+    else:
+        return fastmom_dact_d(y, act)
 
 
 cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, real alpha, real* a, int lda,
@@ -88,13 +103,6 @@ cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, real alpha, real* 
 
 
 # -- convolution + max-pool -------------------------------------------------------------
-
-cdef extern from "rows.h" nogil:
-    void fastmom_copy_row_f(float* dst, const float* src, int n)
-    void fastmom_copy_row_d(double* dst, const double* src, int n)
-    void fastmom_add_row_f(float* dst, const float* src, int n)
-    void fastmom_add_row_d(double* dst, const double* src, int n)
-
 
 cdef extern from "conv_direct.h" nogil:
     int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
@@ -198,34 +206,6 @@ cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
                 m[pj] = val if val > m[pj] else m[pj]
 
 
-cdef inline void _pool_row_2x2(real* zrow, int ow, int PW, real* m, int* best) noexcept nogil:
-    """:func:`_pool_row` for 2x2 windows: the running max and argmax stay in registers
-    (the generic loop keeps them in ``m``/``best``, which the compiler must assume alias
-    ``zrow``). Same visiting order, strict ``>`` and branch-free updates: the same
-    results bit for bit."""
-    cdef int pj, bi, gt
-    cdef real v, mx
-    cdef real* r0
-    for pj in range(PW):
-        r0 = zrow + 2 * pj
-        mx = r0[0]
-        bi = 0
-        v = r0[1]
-        gt = v > mx
-        bi = bi + (1 - bi) * gt
-        mx = v if v > mx else mx
-        v = r0[ow]
-        gt = v > mx
-        bi = bi + (2 - bi) * gt
-        mx = v if v > mx else mx
-        v = r0[ow + 1]
-        gt = v > mx
-        bi = bi + (3 - bi) * gt
-        mx = v if v > mx else mx
-        m[pj] = mx
-        best[pj] = bi
-
-
 cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogil:
     cdef int i
     if act == RELU:
@@ -304,7 +284,12 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                     o = (((n0 + j) * f + fi) * PH) * PW
                     for pi in range(PH):
                         if ph == 2 and pw == 2:
-                            _pool_row_2x2(zr + 2 * pi * ow, ow, PW, yp + o, ap + o)
+                            if real is float:
+                                fastmom_pool2x2_row_f(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
+                                                      PW, yp + o, ap + o)
+                            else:
+                                fastmom_pool2x2_row_d(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
+                                                      PW, yp + o, ap + o)
                         else:
                             _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
                         _bias_act_row(yp + o, PW, bp[fi], act)
@@ -336,6 +321,7 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef int nchunks = (n + ib - 1) // ib
     cdef int ngroups = (nchunks + group - 1) // group
     cdef bint want_dx = dx is not None
+    cdef bint tiled2x2 = ph == 2 and pw == 2 and oh == 2 * PH and ow == 2 * PW
     cdef real* xp = &x[0, 0, 0, 0]
     cdef real* wp = &w[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
@@ -370,8 +356,10 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
             cnt = <int>min(<Py_ssize_t>ib, n - n0)
             ncols = cnt * ohow
             _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
-            # un-pool dz = dy * act'(y) to each window's argmax; zero elsewhere and on the border
-            memset(dz, 0, <Py_ssize_t>f * ncols * sizeof(real))
+            # un-pool dz = dy * act'(y) to each window's argmax; zero elsewhere and on the
+            # border (2x2 windows tiling the map write every position: no memset)
+            if not tiled2x2:
+                memset(dz, 0, <Py_ssize_t>f * ncols * sizeof(real))
             # db accumulates in a local (in the same order): pdb[fi] in memory may alias
             # dzr for the compiler, which forced a store and reload per element
             for fi in range(f):
@@ -380,6 +368,17 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                     dzr = dz + <Py_ssize_t>fi * ncols + j * ohow
                     o = (((n0 + j) * f + fi) * PH) * PW
                     for pi in range(PH):
+                        if ph == 2 and pw == 2:
+                            if real is float:
+                                gb = gb + fastmom_unpool2x2_row_f(
+                                    dyp + o, yp + o, ap + o, PW, act, dzr + 2 * pi * ow,
+                                    dzr + (2 * pi + 1) * ow)
+                            else:
+                                gb = gb + fastmom_unpool2x2_row_d(
+                                    dyp + o, yp + o, ap + o, PW, act, dzr + 2 * pi * ow,
+                                    dzr + (2 * pi + 1) * ow)
+                            o = o + PW
+                            continue
                         for pj in range(PW):
                             g = dyp[o] * _dact(yp[o], act)
                             gb = gb + g

@@ -1,0 +1,51 @@
+/* Rows of 2x2 max-pooling windows, forward (max and argmax) and backward (un-pooling
+ * dy * act'(y) to the argmax), for _cpu.pyx's im2col + GEMM path, and the one definition
+ * of the activations' derivatives.
+ *
+ * Cython wrote these loops scalar: the compiler had to assume that the outputs alias
+ * the inputs, and the un-pooling branched on random argmax values (pooling took a third
+ * of network3's conv1 forward, un-pooling plus its memset a fifth of conv2's backward
+ * outside the GEMMs). Here a vector of windows (8 floats or 4 doubles) is deinterleaved
+ * or interleaved with shuffles and selected with masks, and a row's last windows go one
+ * at a time, also branch-free. Strict `>`: the first maximum in row-major window order
+ * wins, as in the reference.
+ *
+ * Written once in pool_impl.h and instantiated for float and double. Needs the
+ * GCC/Clang vector extension with __builtin_shufflevector (GCC 12, Clang); elsewhere
+ * plain scalar loops do the same.
+ */
+#ifndef FASTMOM_POOL_H
+#define FASTMOM_POOL_H
+
+#include <string.h>
+
+/* activation codes: the order of fastmom.backends._checks.ACTIVATION_NAMES, as in _cpu.pyx */
+enum { FASTMOM_SIGMOID = 0, FASTMOM_TANH = 1, FASTMOM_RELU = 2, FASTMOM_LINEAR = 3 };
+
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FM_POOL_VECTOR 1
+#else
+#define FM_POOL_VECTOR 0
+#endif
+
+#define FM_T float
+#define FM_INT int
+#define FM_LANES 8
+#define FM_NAME(n) n##_f
+#include "pool_impl.h"
+#undef FM_T
+#undef FM_INT
+#undef FM_LANES
+#undef FM_NAME
+
+#define FM_T double
+#define FM_INT long long
+#define FM_LANES 4
+#define FM_NAME(n) n##_d
+#include "pool_impl.h"
+#undef FM_T
+#undef FM_INT
+#undef FM_LANES
+#undef FM_NAME
+
+#endif

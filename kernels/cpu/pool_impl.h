@@ -1,0 +1,166 @@
+/* One type's instance of pool.h. Included once per type with FM_T (the scalar type),
+ * FM_INT (an integer as wide), FM_LANES (scalars per 32-byte vector) and FM_NAME
+ * (appends the type's suffix to a name) defined; no include guard on purpose. */
+
+/* The activation's derivative through its output y. */
+static inline FM_T FM_NAME(fastmom_dact)(FM_T y, int act)
+{
+    if (act == FASTMOM_RELU)
+        return y > 0 ? 1 : 0;
+    if (act == FASTMOM_LINEAR)
+        return 1;
+    if (act == FASTMOM_TANH)
+        return 1 - y * y;
+    return y * (1 - y);
+}
+
+/* Windows j0 <= j < n of fastmom_pool2x2_row, one at a time: `v > mx ? v : mx` is a
+ * maxss, the index arithmetic branch-free. */
+static inline void FM_NAME(fm_pool2x2_scalar)(const FM_T *r0, const FM_T *r1, int j0, int n,
+                                              FM_T *m, int *best)
+{
+    for (int j = j0; j < n; j++) {
+        FM_T c[3] = {r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]}, mx = r0[2 * j];
+        int bi = 0;
+        for (int s = 0; s < 3; s++) {
+            int gt = c[s] > mx;
+            bi += (s + 1 - bi) * gt;
+            mx = c[s] > mx ? c[s] : mx;
+        }
+        m[j] = mx;
+        best[j] = bi;
+    }
+}
+
+/* Windows j0 <= j < n of fastmom_unpool2x2_row, one at a time; returns their g's sum in
+ * order. The four stores select g or zero by bit masks: a branch on the argmax
+ * mispredicts on random data. */
+static inline FM_T FM_NAME(fm_unpool2x2_scalar)(const FM_T *dy, const FM_T *y, const int *best,
+                                                int j0, int n, int act, FM_T *z0, FM_T *z1)
+{
+    FM_T sum = 0;
+    for (int j = j0; j < n; j++) {
+        FM_T g = dy[j] * FM_NAME(fastmom_dact)(y[j], act);
+        FM_INT bits, out[4];
+        memcpy(&bits, &g, sizeof bits);
+        for (int s = 0; s < 4; s++)
+            out[s] = bits & -(FM_INT)(best[j] == s);
+        memcpy(z0 + 2 * j, out, 2 * sizeof(FM_T));
+        memcpy(z1 + 2 * j, out + 2, 2 * sizeof(FM_T));
+        sum += g;
+    }
+    return sum;
+}
+
+#if FM_POOL_VECTOR
+
+typedef FM_T FM_NAME(fm_pvec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
+typedef FM_INT FM_NAME(fm_pmask) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
+typedef int FM_NAME(fm_pidx) __attribute__((vector_size(FM_LANES * 4), aligned(4), may_alias));
+
+#if FM_LANES == 8
+#define FM_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define FM_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define FM_ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define FM_ZIP_HI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
+#else
+#define FM_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6)
+#define FM_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7)
+#define FM_ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 4, 1, 5)
+#define FM_ZIP_HI(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
+#endif
+
+/* FM_LANES windows: max and argmax of the windows at columns 2j, 2j+1 of r0 and r1. */
+static inline void FM_NAME(fm_pool2x2_vec)(const FM_T *r0, const FM_T *r1, FM_T *m, int *best)
+{
+    typedef FM_NAME(fm_pvec) vec;
+    typedef FM_NAME(fm_pmask) mask;
+    vec p = *(const vec *)r0, q = *(const vec *)(r0 + FM_LANES);
+    vec s = *(const vec *)r1, t = *(const vec *)(r1 + FM_LANES);
+    vec cand[3] = {FM_ODD(p, q), FM_EVEN(s, t), FM_ODD(s, t)};
+    vec mx = FM_EVEN(p, q);
+    mask bi = (mask){0};
+    for (int c = 0; c < 3; c++) {
+        mask gt = cand[c] > mx;
+        mx = (vec)(((mask)cand[c] & gt) | ((mask)mx & ~gt));
+        bi = (bi & ~gt) | (((mask){0} + (c + 1)) & gt);
+    }
+    *(vec *)m = mx;
+    *(FM_NAME(fm_pidx) *)best = __builtin_convertvector(bi, FM_NAME(fm_pidx));
+}
+
+/* FM_LANES windows backward: g = dy * act'(y) to each window's argmax in z0, z1;
+ * returns g. */
+static inline FM_NAME(fm_pvec) FM_NAME(fm_unpool2x2_vec)(const FM_T *dy, const FM_T *y, const int *best,
+                                             int act, FM_T *z0, FM_T *z1)
+{
+    typedef FM_NAME(fm_pvec) vec;
+    typedef FM_NAME(fm_pmask) mask;
+    vec yv = *(const vec *)y, d;
+    if (act == FASTMOM_RELU)
+        d = (vec)((mask)((vec){0} + 1) & (yv > 0));
+    else if (act == FASTMOM_LINEAR)
+        d = (vec){0} + 1;
+    else if (act == FASTMOM_TANH)
+        d = 1 - yv * yv;
+    else
+        d = yv * (1 - yv);
+    vec g = *(const vec *)dy * d;
+    mask a = __builtin_convertvector(*(const FM_NAME(fm_pidx) *)best, mask);
+    vec v0 = (vec)((mask)g & (a == 0)), v1 = (vec)((mask)g & (a == 1));
+    vec v2 = (vec)((mask)g & (a == 2)), v3 = (vec)((mask)g & (a == 3));
+    *(vec *)z0 = FM_ZIP_LO(v0, v1);
+    *(vec *)(z0 + FM_LANES) = FM_ZIP_HI(v0, v1);
+    *(vec *)z1 = FM_ZIP_LO(v2, v3);
+    *(vec *)(z1 + FM_LANES) = FM_ZIP_HI(v2, v3);
+    return g;
+}
+
+#undef FM_EVEN
+#undef FM_ODD
+#undef FM_ZIP_LO
+#undef FM_ZIP_HI
+
+/* m[j], best[j]: max and argmax (0..3, row-major) of the window at columns 2j, 2j+1 of
+ * rows r0 and r1, for j < n. */
+static inline void FM_NAME(fastmom_pool2x2_row)(const FM_T *r0, const FM_T *r1, int n, FM_T *m,
+                                                int *best)
+{
+    int j = 0;
+    for (; j + FM_LANES <= n; j += FM_LANES)
+        FM_NAME(fm_pool2x2_vec)(r0 + 2 * j, r1 + 2 * j, m + j, best + j);
+    FM_NAME(fm_pool2x2_scalar)(r0, r1, j, n, m, best);
+}
+
+/* The adjoint: g[j] = dy[j] * act'(y[j]) to the argmax of window j in rows z0, z1
+ * (columns 2j, 2j+1), zero at its other three positions; returns the sum of the g (the
+ * bias gradient's share: lane sums of the vector blocks in lane order, then the last
+ * windows in order). */
+static inline FM_T FM_NAME(fastmom_unpool2x2_row)(const FM_T *dy, const FM_T *y, const int *best,
+                                                  int n, int act, FM_T *z0, FM_T *z1)
+{
+    FM_NAME(fm_pvec) acc = {0};
+    FM_T sum = 0;
+    int j = 0;
+    for (; j + FM_LANES <= n; j += FM_LANES)
+        acc += FM_NAME(fm_unpool2x2_vec)(dy + j, y + j, best + j, act, z0 + 2 * j, z1 + 2 * j);
+    for (int l = 0; l < FM_LANES; l++)
+        sum += acc[l];
+    return sum + FM_NAME(fm_unpool2x2_scalar)(dy, y, best, j, n, act, z0, z1);
+}
+
+#else /* scalar loops, the same results */
+
+static inline void FM_NAME(fastmom_pool2x2_row)(const FM_T *r0, const FM_T *r1, int n, FM_T *m,
+                                                int *best)
+{
+    FM_NAME(fm_pool2x2_scalar)(r0, r1, 0, n, m, best);
+}
+
+static inline FM_T FM_NAME(fastmom_unpool2x2_row)(const FM_T *dy, const FM_T *y, const int *best,
+                                                  int n, int act, FM_T *z0, FM_T *z1)
+{
+    return FM_NAME(fm_unpool2x2_scalar)(dy, y, best, 0, n, act, z0, z1);
+}
+
+#endif
