@@ -125,37 +125,32 @@ def test_conv_first_max_wins_on_exact_ties():
     assert (am == 0).all()
 
 
-def test_conv_first_max_wins_on_exact_ties_in_vector_rows(rng):
-    # 20 windows per pooled row: whole vectors of windows (8 floats, 4 doubles) and a
-    # tail, on the im2col + GEMM path (4 taps); sums of 0/1 pixels tie in most windows
-    x = rng.integers(0, 2, (2, 1, 41, 41)).astype(np.float64)
-    w, b = np.ones((3, 1, 2, 2)), np.zeros(3)
-    assert not cpu._k.direct_conv_applies(4, 2, 2)
+def assert_ties_resolved_as_reference(x, w, pool, out):
+    """Forward on both backends in both dtypes: identical argmax and values."""
     for dtype in DTYPES:
-        y, am = np.empty((2, 3, 20, 20), dtype), np.empty((2, 3, 20, 20), np.int32)
+        y, am = np.empty(out, dtype), np.empty(out, np.int32)
         y_ref, am_ref = np.empty_like(y), np.empty_like(am)
-        args = (x.astype(dtype), w.astype(dtype), b.astype(dtype), (2, 2), "linear")
+        args = (x.astype(dtype), w.astype(dtype), np.zeros(len(w), dtype), pool, "linear")
         cpu.conv_pool_forward(*args, y, am)
         ref.conv_pool_forward(*args, y_ref, am_ref)
         np.testing.assert_array_equal(am, am_ref)
         np.testing.assert_array_equal(y, y_ref)
+
+
+def test_conv_first_max_wins_on_exact_ties_in_vector_rows(rng):
+    # 20 windows per pooled row: whole vectors of windows (8 floats, 4 doubles) and a
+    # tail, on the im2col + GEMM path (4 taps); sums of 0/1 pixels tie in most windows
+    assert not cpu._k.direct_conv_applies(4, 2, 2)
+    x = rng.integers(0, 2, (2, 1, 41, 41)).astype(np.float64)
+    assert_ties_resolved_as_reference(x, np.ones((3, 1, 2, 2)), (2, 2), (2, 3, 20, 20))
 
 
 def test_conv_direct_path_first_max_wins_on_exact_ties(rng):
     # 64 taps (the direct kernel's threshold) of ones on small integers: exact ties in
     # most windows; the first position must win as in the reference
-    x = rng.integers(0, 2, (3, 4, 9, 11)).astype(np.float64)
-    w = np.ones((5, 4, 4, 4))
-    b = np.zeros(5)
     assert cpu._k.direct_conv_applies(64, 2, 2) == cpu._k.direct_conv_applies(500, 2, 2)
-    for dtype in DTYPES:
-        y, am = np.empty((3, 5, 3, 4), dtype), np.empty((3, 5, 3, 4), np.int32)
-        y_ref, am_ref = np.empty_like(y), np.empty_like(am)
-        args = (x.astype(dtype), w.astype(dtype), b.astype(dtype), (2, 2), "linear")
-        cpu.conv_pool_forward(*args, y, am)
-        ref.conv_pool_forward(*args, y_ref, am_ref)
-        np.testing.assert_array_equal(am, am_ref)
-        np.testing.assert_array_equal(y, y_ref)
+    x = rng.integers(0, 2, (3, 4, 9, 11)).astype(np.float64)
+    assert_ties_resolved_as_reference(x, np.ones((5, 4, 4, 4)), (2, 2), (3, 5, 3, 4))
 
 
 def test_direct_path_dispatch_rules():

@@ -57,25 +57,9 @@
 #pragma GCC optimize("no-wrapv")
 #endif
 
-#define FM_T float
-#define FM_INT int
-#define FM_LANES 8
-#define FM_NAME(n) n##_f
-#include "conv_direct_impl.h"
-#undef FM_T
-#undef FM_INT
-#undef FM_LANES
-#undef FM_NAME
-
-#define FM_T double
-#define FM_INT long long
-#define FM_LANES 4
-#define FM_NAME(n) n##_d
-#include "conv_direct_impl.h"
-#undef FM_T
-#undef FM_INT
-#undef FM_LANES
-#undef FM_NAME
+#define FM_TEMPLATE "conv_direct_impl.h"
+#include "instantiate.h"
+#undef FM_TEMPLATE
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options

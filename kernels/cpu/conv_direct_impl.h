@@ -1,7 +1,4 @@
-/* One type's instance of the direct convolution + max-pool in conv_direct.h. Included
- * once per type with FM_T (the scalar type), FM_INT (an integer as wide), FM_LANES
- * (scalars per 32-byte vector) and FM_NAME (appends the type's suffix to a name)
- * defined; no include guard on purpose. */
+/* The type-generic source of conv_direct.h, instantiated per type by instantiate.h. */
 
 typedef FM_T FM_NAME(fm_vec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
 /* lane masks and indices: integers as wide as FM_T */

@@ -28,24 +28,8 @@ enum { FASTMOM_SIGMOID = 0, FASTMOM_TANH = 1, FASTMOM_RELU = 2, FASTMOM_LINEAR =
 #define FM_POOL_VECTOR 0
 #endif
 
-#define FM_T float
-#define FM_INT int
-#define FM_LANES 8
-#define FM_NAME(n) n##_f
-#include "pool_impl.h"
-#undef FM_T
-#undef FM_INT
-#undef FM_LANES
-#undef FM_NAME
-
-#define FM_T double
-#define FM_INT long long
-#define FM_LANES 4
-#define FM_NAME(n) n##_d
-#include "pool_impl.h"
-#undef FM_T
-#undef FM_INT
-#undef FM_LANES
-#undef FM_NAME
+#define FM_TEMPLATE "pool_impl.h"
+#include "instantiate.h"
+#undef FM_TEMPLATE
 
 #endif

@@ -1,6 +1,4 @@
-/* One type's instance of pool.h. Included once per type with FM_T (the scalar type),
- * FM_INT (an integer as wide), FM_LANES (scalars per 32-byte vector) and FM_NAME
- * (appends the type's suffix to a name) defined; no include guard on purpose. */
+/* The type-generic source of pool.h, instantiated per type by instantiate.h. */
 
 /* The activation's derivative through its output y. */
 static inline FM_T FM_NAME(fastmom_dact)(FM_T y, int act)
