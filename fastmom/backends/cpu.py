@@ -322,11 +322,12 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
     group = max(1, nchunks // _BWD_GROUPS)
     ngroups = -(-nchunks // group)
     nt = min(_threads(), ngroups)
-    k = c * kh * kw
-    scratch = _workspace(("conv_bwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
-    partial = _workspace("conv_bwd_partial", (ngroups, f * k + f), x.dtype)
+    s_len, p_len, k_len = _k.conv_backward_sizes(c, h, wd, f, kh, kw, ph, pw, ib, x.itemsize)
+    scratch = _workspace(("conv_bwd", nt), (nt, s_len), x.dtype)
+    partial = _workspace("conv_bwd_partial", (ngroups, p_len), x.dtype)
+    packed = _workspace("conv_bwd_packed", (k_len,), x.dtype)
     _k.conv_pool_backward(x, w, y, argmax, dy, ph, pw, _ACT[act], dw, db, dx, scratch, partial,
-                          ib, group, nt)
+                          packed, ib, group, nt)
 
 
 def _dense_slices(n, n_in, n_out):

@@ -114,6 +114,18 @@ cdef extern from "conv_direct.h" nogil:
     void fastmom_conv_pool_direct_d(const double* x, int c, int h, int wd, const double* wp,
                                     int f, int kh, int kw, int ph, int pw, int PH, int PW,
                                     double* y, int* argmax)
+    int fastmom_conv_scatter_applies(int c, int ph, int pw, int lanes)
+    void fastmom_pack_filters_cl_f(const float* w, int f, int c, int kh, int kw, int cp, float* wt)
+    void fastmom_pack_filters_cl_d(const double* w, int f, int c, int kh, int kw, int cp,
+                                   double* wt)
+    void fastmom_conv_pool_backward_scatter_f(
+        const float* x, int c, int h, int wd, const float* wt, int f, int kh, int kw, int ph,
+        int pw, int PH, int PW, const float* dy, const float* y, const int* argmax, int act,
+        float* xt, float* dxt, float* dwt, float* db, float* dx)
+    void fastmom_conv_pool_backward_scatter_d(
+        const double* x, int c, int h, int wd, const double* wt, int f, int kh, int kw, int ph,
+        int pw, int PH, int PW, const double* dy, const double* y, const int* argmax, int act,
+        double* xt, double* dxt, double* dwt, double* db, double* dx)
 
 
 def direct_conv_applies(int K, int ph, int pw):
@@ -121,6 +133,19 @@ def direct_conv_applies(int K, int ph, int pw):
     rather than by im2col + GEMM: this build has the direct kernel (AVX2 + FMA), there
     are enough taps ``K = C*KH*KW`` (64) and ``ph x pw`` windows of 1, 2 or 4 positions."""
     return bool(fastmom_conv_pool_direct_applies(K, ph, pw))
+
+
+def conv_backward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib,
+                        int itemsize):
+    """``(scratch, partial, packed)``: the lengths of one thread's row of ``scratch``, one
+    group's row of ``partial`` and of ``packed`` that :func:`conv_pool_backward` needs
+    for these shapes, on the path it will take (``packed`` is at least 1)."""
+    cdef int lanes = 32 // itemsize, K = c * kh * kw
+    cdef Py_ssize_t cp = (c + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t ncols = <Py_ssize_t>ib * (h - kh + 1) * (wd - kw + 1)
+    if fastmom_conv_scatter_applies(c, ph, pw, lanes):
+        return 2 * h * wd * cp, f * kh * kw * cp + f, f * kh * kw * cp
+    return (K + f) * ncols, f * K + f, 1
 
 
 cdef inline void _copy_row(real* dst, real* src, int n) noexcept nogil:
@@ -300,17 +325,22 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
 def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :, ::1] y,
                        int[:, :, :, ::1] argmax, real[:, :, :, ::1] dy, int ph, int pw, int act,
                        real[:, :, :, ::1] dw, real[::1] db, real[:, :, :, ::1] dx,
-                       real[:, ::1] scratch, real[:, ::1] partial, int ib, int group,
-                       int nthreads):
+                       real[:, ::1] scratch, real[:, ::1] partial, real[::1] packed, int ib,
+                       int group, int nthreads):
     """Gradients of :func:`conv_pool_forward`; ``dx`` may be None (first layer).
 
-    ``scratch`` is ``(nthreads, (K + F) * ib * OH * OW)`` (per thread: the columns, later
-    overwritten by the column gradient, and the un-pooled ``dz``). Chunks go in groups of ``group``
-    consecutive chunks, run in order by one thread; ``partial`` is ``(ngroups, F*K + F)``:
-    each group's ``dw`` (transposed, ``K x F``) and ``db``, accumulated over its chunks
-    and summed in group order afterwards, so the result is the same bit for bit whatever
-    the thread count and whichever thread ran which group. Groups keep the serial sum
-    of partials short at large batches.
+    Two paths, chosen by the shapes (conv_direct.h's fastmom_conv_scatter_applies): with
+    pooling windows of 4+ positions and a vector's worth of input channels, each image
+    scatters its windows' gradients from their argmax, channel-last
+    (fastmom_conv_pool_backward_scatter; ``packed`` gets the filters channel-last);
+    otherwise each chunk of ``ib`` images un-pools ``dz`` and runs two GEMMs around an
+    im2col and a col2im. :func:`conv_backward_sizes` gives the lengths of a thread's
+    ``scratch`` row, a group's ``partial`` row and ``packed``. Chunks go in groups of
+    ``group`` consecutive chunks, run in order by one thread; ``partial`` holds each
+    group's ``dw`` (``K x F`` on the GEMM path, ``F x KH x KW x Cp`` scattered) and ``db``,
+    accumulated over its chunks and summed in group order afterwards, so the result is
+    the same bit for bit whatever the thread count and whichever thread ran which group.
+    Groups keep the serial sum of partials short at large batches.
     """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -322,6 +352,13 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef int ngroups = (nchunks + group - 1) // group
     cdef bint want_dx = dx is not None
     cdef bint tiled2x2 = ph == 2 and pw == 2 and oh == 2 * PH and ow == 2 * PW
+    cdef int lanes = 32 // sizeof(real)
+    cdef bint scatter = fastmom_conv_scatter_applies(c, ph, pw, lanes)
+    cdef int cp = (c + lanes - 1) // lanes * lanes
+    # one group's dw partial: K x F (GEMM path) or F x KH x KW x Cp (scattered)
+    cdef Py_ssize_t L = <Py_ssize_t>f * kh * kw * cp if scatter else <Py_ssize_t>f * K
+    cdef Py_ssize_t plane = <Py_ssize_t>PH * PW
+    cdef real* wt = &packed[0]
     cdef real* xp = &x[0, 0, 0, 0]
     cdef real* wp = &w[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
@@ -345,12 +382,37 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef int ar
     if want_dx:
         dxp = &dx[0, 0, 0, 0]
+    if scatter:
+        with nogil:
+            if real is float:
+                fastmom_pack_filters_cl_f(wp, f, c, kh, kw, cp, wt)
+            else:
+                fastmom_pack_filters_cl_d(wp, f, c, kh, kw, cp, wt)
     for gr in prange(ngroups, nogil=True, schedule="dynamic", num_threads=nthreads):
         cols = sp + threadid() * sstride
         dz = cols + K * nc
         pdw = pp + gr * pstride
-        pdb = pdw + f * K
+        pdb = pdw + L
         memset(pdb, 0, f * sizeof(real))
+        if scatter:
+            memset(pdw, 0, L * sizeof(real))
+            for ch in range(gr * group, min(gr * group + group, nchunks)):
+                n0 = <Py_ssize_t>ch * ib
+                cnt = <int>min(<Py_ssize_t>ib, n - n0)
+                for j in range(cnt):
+                    o = (n0 + j) * f * plane
+                    # cols: this thread's scratch row, here x and dx channel-last
+                    if real is float:
+                        fastmom_conv_pool_backward_scatter_f(
+                            xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
+                            dyp + o, yp + o, ap + o, act, cols, cols + h * wd * cp, pdw, pdb,
+                            dxp + (n0 + j) * img if want_dx else NULL)
+                    else:
+                        fastmom_conv_pool_backward_scatter_d(
+                            xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
+                            dyp + o, yp + o, ap + o, act, cols, cols + h * wd * cp, pdw, pdb,
+                            dxp + (n0 + j) * img if want_dx else NULL)
+            continue
         for ch in range(gr * group, min(gr * group + group, nchunks)):
             n0 = <Py_ssize_t>ch * ib
             cnt = <int>min(<Py_ssize_t>ib, n - n0)
@@ -402,17 +464,21 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     # transpose it into dw; serially, since it costs less than another parallel
     # region's fork/join
     with nogil:
-        memcpy(dbp, pp + f * K, f * sizeof(real))
+        memcpy(dbp, pp + L, f * sizeof(real))
         for gr in range(1, ngroups):
             pdw = pp + gr * pstride
-            pdb = pdw + f * K
-            for q in range(<Py_ssize_t>f * K):
+            pdb = pdw + L
+            for q in range(L):
                 pp[q] += pdw[q]
             for fi in range(f):
                 dbp[fi] += pdb[fi]
         for fi in range(f):
             for a in range(K):
-                dwp[<Py_ssize_t>fi * K + a] = pp[<Py_ssize_t>a * f + fi]
+                if scatter:  # a = (ci*kh + k)*kw + l  ->  [(fi*kh + k)*kw + l]*cp + ci
+                    q = ((<Py_ssize_t>fi * kh + a % (kh * kw) // kw) * kw + a % kw) * cp + a // (kh * kw)
+                else:
+                    q = <Py_ssize_t>a * f + fi
+                dwp[<Py_ssize_t>fi * K + a] = pp[q]
 
 
 # -- dense --------------------------------------------------------------------------

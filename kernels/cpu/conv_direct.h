@@ -21,6 +21,9 @@
 #ifndef FASTMOM_CONV_DIRECT_H
 #define FASTMOM_CONV_DIRECT_H
 
+#include <string.h>
+#include "pool.h" /* fastmom_dact */
+
 /* Tiles hold whole windows of up to this many positions (2x2 pooling). */
 #define FM_WINDOW_MAX 4
 
@@ -73,7 +76,13 @@
     static void fastmom_pack_filters_##S(const T *w, int f, int K, T *wp) {}               \
     static void fastmom_conv_pool_direct_##S(const T *x, int c, int h, int wd, const T *wp, \
                                              int f, int kh, int kw, int ph, int pw, int PH, \
-                                             int PW, T *y, int *argmax) {}
+                                             int PW, T *y, int *argmax) {}                  \
+    static void fastmom_pack_filters_cl_##S(const T *w, int f, int c, int kh, int kw, int cp, \
+                                            T *wt) {}                                        \
+    static void fastmom_conv_pool_backward_scatter_##S(                                      \
+        const T *x, int c, int h, int wd, const T *wt, int f, int kh, int kw, int ph, int pw, \
+        int PH, int PW, const T *dy, const T *y, const int *argmax, int act, T *xt, T *dxt,  \
+        T *dwt, T *db, T *dx) {}
 FM_STUBS(float, f)
 FM_STUBS(double, d)
 #undef FM_STUBS
@@ -91,6 +100,15 @@ static inline int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
 {
     return FASTMOM_DIRECT_CONV && K >= FM_MIN_TAPS && ph > 0 && pw > 0 &&
            FM_WINDOW_MAX % (ph * pw) == 0;
+}
+
+/* Whether conv_pool_backward scatters each window's gradient from its argmax
+ * (fastmom_conv_pool_backward_scatter) rather than multiplying the un-pooled map in two
+ * GEMMs: windows of 4 or more positions (the GEMMs spend 3 in 4 multiply-adds on zeros
+ * with 2x2 windows) and at least a vector's worth of input channels (the lanes). */
+static inline int fastmom_conv_scatter_applies(int c, int ph, int pw, int lanes)
+{
+    return FASTMOM_DIRECT_CONV && ph * pw >= 4 && c >= lanes;
 }
 
 #endif

@@ -135,3 +135,78 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
         v0 += fv;
     }
 }
+
+/* Pack w (f x c x kh x kw) channel-last for the scattered backward:
+ * wt[((fi*kh + k)*kw + l)*cp + ci] = w[fi, ci, k, l], lanes ci >= c zero. */
+static void FM_NAME(fastmom_pack_filters_cl)(const FM_T *w, int f, int c, int kh, int kw, int cp,
+                                            FM_T *wt)
+{
+    for (int fi = 0; fi < f; fi++)
+        for (int k = 0; k < kh; k++)
+            for (int l = 0; l < kw; l++)
+                for (int ci = 0; ci < cp; ci++)
+                    wt[(((long)fi * kh + k) * kw + l) * cp + ci] =
+                        ci < c ? w[(((long)fi * c + ci) * kh + k) * kw + l] : 0;
+}
+
+/* The backward pass of one image of conv_pool_forward, by scattering each pooling
+ * window's gradient from its argmax instead of multiplying the mostly-zero un-pooled
+ * map (3 zeros in 4 with 2x2 windows) in two GEMMs.
+ *
+ * Channels are the vector lanes: x is copied channel-last into xt (h x wd x cp, cp = c
+ * rounded up to whole vectors, padding zero), so that a window's receptive field row
+ * (kw positions x cp channels) is one contiguous run, as are the filters (wt, packed by
+ * fastmom_pack_filters_cl) and the weight-gradient partial dwt (same layout, added to).
+ * For each filter and window with g = dy * act'(y) != 0 at the argmax (r, s):
+ *     dwt[fi, k, l, :] += g * xt[r + k, s + l, :]     dxt[r + k, s + l, :] += g * wt[fi, k, l, :]
+ * db[fi] gets every g (added, in window order). dx (c x h x wd, overwritten) is the
+ * channel-first copy of dxt; NULL skips the input gradient (a first layer). A zero g
+ * (ReLU's flat side) is skipped: it adds exact zeros for finite inputs. */
+static void FM_NAME(fastmom_conv_pool_backward_scatter)(
+    const FM_T *x, int c, int h, int wd, const FM_T *wt, int f, int kh, int kw, int ph, int pw,
+    int PH, int PW, const FM_T *dy, const FM_T *y, const int *argmax, int act, FM_T *xt,
+    FM_T *dxt, FM_T *dwt, FM_T *db, FM_T *dx)
+{
+    typedef FM_NAME(fm_vec) vec;
+    int cp = (c + FM_LANES - 1) / FM_LANES * FM_LANES, run = kw * cp / FM_LANES;
+    long plane = (long)h * wd, nwin = (long)PH * PW, taps = (long)kh * kw * cp;
+    for (long p = 0; p < plane; p++)
+        for (int ci = c; ci < cp; ci++)
+            xt[p * cp + ci] = 0;
+    for (int ci = 0; ci < c; ci++)
+        for (long p = 0; p < plane; p++)
+            xt[p * cp + ci] = x[ci * plane + p];
+    if (dx)
+        memset(dxt, 0, plane * cp * sizeof(FM_T));
+    for (int fi = 0; fi < f; fi++) {
+        const FM_T *wf = wt + fi * taps;
+        FM_T *dwf = dwt + fi * taps, gsum = db[fi];
+        for (long w = 0; w < nwin; w++) {
+            long o = fi * nwin + w;
+            FM_T g = dy[o] * FM_NAME(fastmom_dact)(y[o], act);
+            gsum += g;
+            if (g == 0)
+                continue;
+            int a = argmax[o];
+            long r = w / PW * ph + a / pw, s = w % PW * pw + a % pw;
+            vec gv = (vec){0} + g;
+            for (int k = 0; k < kh; k++) {
+                long at = ((r + k) * wd + s) * cp;
+                const vec *xr = (const vec *)(xt + at), *wr = (const vec *)(wf + k * kw * cp);
+                vec *dwr = (vec *)(dwf + k * kw * cp);
+                for (int q = 0; q < run; q++)
+                    dwr[q] += gv * xr[q];
+                if (dx) {
+                    vec *dxr = (vec *)(dxt + at);
+                    for (int q = 0; q < run; q++)
+                        dxr[q] += gv * wr[q];
+                }
+            }
+        }
+        db[fi] = gsum;
+    }
+    if (dx)
+        for (int ci = 0; ci < c; ci++)
+            for (long p = 0; p < plane; p++)
+                dx[ci * plane + p] = dxt[p * cp + ci];
+}
