@@ -52,6 +52,13 @@
  * GFLOP/s). An empty asm statement that "modifies" the register pins it. */
 #define FM_IN_REGISTER(v) __asm__("" : "+x"(v))
 
+/* Unroll the next loop 4 times (a trip count known only at run time). */
+#if defined(__clang__)
+#define FM_UNROLL4 _Pragma("clang loop unroll_count(4)")
+#else
+#define FM_UNROLL4 _Pragma("GCC unroll 4")
+#endif
+
 /* Python builds extensions with -fwrapv; under it GCC cannot fold the tiles' int index
  * sums into their addressing (conv2 92 instead of 101 GFLOP/s). Nothing here relies on
  * signed overflow wrapping, so these functions alone are compiled without it. */

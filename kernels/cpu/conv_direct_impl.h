@@ -193,13 +193,19 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
             for (int k = 0; k < kh; k++) {
                 long at = ((r + k) * wd + s) * cp;
                 const vec *xr = (const vec *)(xt + at), *wr = (const vec *)(wf + k * kw * cp);
-                vec *dwr = (vec *)(dwf + k * kw * cp);
-                for (int q = 0; q < run; q++)
-                    dwr[q] += gv * xr[q];
+                vec *dwr = (vec *)(dwf + k * kw * cp), *dxr = (vec *)(dxt + at);
+                /* one loop for both updates, unrolled: the loop's own instructions
+                 * otherwise cost as much as the stores it is bound by */
                 if (dx) {
-                    vec *dxr = (vec *)(dxt + at);
-                    for (int q = 0; q < run; q++)
+                    FM_UNROLL4
+                    for (int q = 0; q < run; q++) {
+                        dwr[q] += gv * xr[q];
                         dxr[q] += gv * wr[q];
+                    }
+                } else {
+                    FM_UNROLL4
+                    for (int q = 0; q < run; q++)
+                        dwr[q] += gv * xr[q];
                 }
             }
         }
