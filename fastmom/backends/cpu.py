@@ -4,8 +4,9 @@ Same interface and semantics as :mod:`fastmom.backends.reference` (see its modul
 docstring), plus :func:`set_num_threads` / :func:`get_num_threads`.
 
 Every wrapper runs the shared :mod:`~fastmom.backends._checks` first, so a wrong shape,
-dtype or layout raises before any ``nogil`` code runs. Scratch space (im2col columns,
-per-chunk partial gradients) is cached here keyed by shape, dtype and thread count:
+dtype or layout raises before any ``nogil`` code runs. Scratch space (im2col columns
+or channel-last images, packed filters, per-group partial gradients; the kernel module
+says how much for which path) is cached here keyed by shape, dtype and thread count:
 it is allocated on the first call and reused by every later training step.
 
 Threading: one OpenMP team does all parallel work; the BLAS that the kernels call
@@ -62,6 +63,8 @@ else:
     _import_error = None
 
 _ACT = {n: i for i, n in enumerate(_checks.ACTIVATION_NAMES)}
+# Chunks of images are the units of work of the conv kernels; their widths matter on
+# the im2col + GEMM paths (on the direct and scattered ones a chunk is just ib images).
 # GEMM columns per im2col chunk (images * OH*OW): measured flat from 128 to 512 for
 # network3's conv2, slower above; small chunks balance a batch of 10 over 2 threads
 _COLS_PER_CHUNK = 128
