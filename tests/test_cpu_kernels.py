@@ -42,6 +42,9 @@ CONV_SHAPES = [
     (2, 4, 11, 9, 17, 5, 4, (1, 2)),        # 80 taps, 17 filters, 1x2 windows
     (2, 13, 7, 8, 3, 3, 2, (2, 1)),         # 78 taps, 3 filters, 2x1 windows, ragged rows
     (2, 8, 9, 10, 41, 3, 3, (2, 2)),        # 72 taps, 41 filters, ragged rows
+    # batch 1 on the direct forward and the scattered backward (9 channels: one vector
+    # and a partial one), ragged columns
+    (1, 9, 10, 11, 10, 3, 3, (2, 2)),
 ]
 
 

@@ -53,8 +53,8 @@ def values(rng, shape, dtype, kind, scale):
 
 
 @st.composite
-def conv_cases(draw, max_hw=12, max_n=4, max_c=3, max_f=5):
-    n, c, f = draw(st.integers(1, max_n)), draw(st.integers(1, max_c)), draw(st.integers(1, max_f))
+def conv_cases(draw, max_hw=12, max_n=4, max_c=3, max_f=5, min_c=1):
+    n, c, f = draw(st.integers(1, max_n)), draw(st.integers(min_c, max_c)), draw(st.integers(1, max_f))
     h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
     kh, kw = draw(st.integers(1, h)), draw(st.integers(1, w))
     oh, ow = h - kh + 1, w - kw + 1
@@ -209,6 +209,15 @@ def restore_threads():
 @FUZZ
 @given(conv_cases(), threads)
 def test_cpu_conv_pool(k, nt):
+    cpu.set_num_threads(nt)
+    check_conv(cpu, k)
+
+
+@FUZZ
+@given(conv_cases(max_hw=10, max_n=3, max_c=12, max_f=19, min_c=4), threads)
+def test_cpu_conv_pool_many_channels(k, nt):
+    # 4-12 channels: the direct forward (>= 64 taps) and the scattered backward (a
+    # vector's worth of channels, 4+ positions per window) are taken where they apply
     cpu.set_num_threads(nt)
     check_conv(cpu, k)
 
