@@ -329,6 +329,38 @@ def test_conv_backward_rejects_bad_arguments(rng):
     assert not dw.any() and not dx.any()
 
 
+@pytest.mark.parametrize("shape", [(3, 20, 12, 12, 40, 5, 5, (2, 2)), (3, 1, 12, 12, 4, 5, 5, (2, 2))],
+                         ids=["direct-and-scattered", "im2col-gemm"])
+def test_conv_kernels_refuse_short_workspaces(rng, shape):
+    # the compiled kernels index the workspaces the backend hands them by raw pointer:
+    # a row one element short must raise, not write past the end
+    x, w, b, out = conv_problem(rng, shape, np.float32)
+    n, c, h, wd, f, kh, kw, pool = shape
+    y, am = np.empty(out, np.float32), np.empty(out, np.int32)
+
+    def buffers(lengths, rows, short):
+        """Workspaces of the given lengths (rows x length), entry ``short`` one shorter."""
+        return [np.empty((r, ln - (i == short)) if r else ln - (i == short), np.float32)
+                for i, (ln, r) in enumerate(zip(lengths, rows))]
+
+    fwd = cpu._k.conv_forward_sizes(c, h, wd, f, kh, kw, *pool, 1)
+    for i, name in enumerate(("scratch", "packed")):
+        if fwd[i] > 1:
+            with pytest.raises(ValueError, match=f"conv_pool_forward: {name} holds"):
+                cpu._k.conv_pool_forward(x, w, b, *pool, 2, y, am, *buffers(fwd, (1, 0), i), 1, 1)
+    cpu._k.conv_pool_forward(x, w, b, *pool, 2, y, am, *buffers(fwd, (1, 0), -1), 1, 1)
+    bwd = cpu._k.conv_backward_sizes(c, h, wd, f, kh, kw, *pool, 1, 4)
+    dy = randn(rng, out, np.float32)
+    dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
+    for i, name in enumerate(("scratch", "partial", "packed")):
+        if bwd[i] > 1:
+            with pytest.raises(ValueError, match=f"conv_pool_backward: {name} holds"):
+                cpu._k.conv_pool_backward(x, w, y, am, dy, *pool, 2, dw, db, dx,
+                                          *buffers(bwd, (1, n, 0), i), 1, 1, 1)
+    cpu._k.conv_pool_backward(x, w, y, am, dy, *pool, 2, dw, db, dx,
+                              *buffers(bwd, (1, n, 0), -1), 1, 1, 1)
+
+
 def test_dense_softmax_momentum_reject_bad_arguments(rng):
     x, w, b = randn(rng, (4, 6), np.float64), randn(rng, (6, 3), np.float64), randn(rng, (3,), np.float64)
     y = np.zeros((4, 3))

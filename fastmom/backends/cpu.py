@@ -303,14 +303,9 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
     ph, pw = _checks.pool(poolsize)
     ib = _conv_chunk(n, oh * ow)
     nt = min(_threads(), -(-n // ib))
-    k = c * kh * kw
-    if _k.direct_conv_applies(k, ph, pw):
-        # the direct kernel's filters, packed in vectors of 8 floats or 4 doubles
-        scratch = _workspace(("conv_fwd", nt), (nt, 1), x.dtype)
-        packed = _workspace("conv_fwd_packed", (-(-f // 8) * 8 * k,), x.dtype)
-    else:
-        scratch = _workspace(("conv_fwd", nt), (nt, (k + f) * ib * oh * ow), x.dtype)
-        packed = _workspace("conv_fwd_packed", (1,), x.dtype)
+    s_len, k_len = _k.conv_forward_sizes(c, h, wd, f, kh, kw, ph, pw, ib)
+    scratch = _workspace(("conv_fwd", nt), (nt, s_len), x.dtype)
+    packed = _workspace("conv_fwd_packed", (k_len,), x.dtype)
     _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, packed, ib, nt)
 
 

@@ -135,6 +135,23 @@ def direct_conv_applies(int K, int ph, int pw):
     return bool(fastmom_conv_pool_direct_applies(K, ph, pw))
 
 
+def conv_forward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib):
+    """``(scratch, packed)``: the lengths of one thread's row of ``scratch`` and of
+    ``packed`` that :func:`conv_pool_forward` needs for these shapes, on the path it will
+    take (each at least 1)."""
+    cdef int K = c * kh * kw
+    if fastmom_conv_pool_direct_applies(K, ph, pw):
+        return 1, (f + 7) // 8 * 8 * K  # filters in vectors of 8 floats / 2 x 4 doubles
+    return (K + f) * ib * (h - kh + 1) * (wd - kw + 1), 1
+
+
+cdef int _check_workspace(str kernel, str name, Py_ssize_t have, Py_ssize_t need) except -1:
+    """The kernels index raw pointers into the caller's workspaces: refuse short ones."""
+    if have < need:
+        raise ValueError(f"{kernel}: {name} holds {have} elements per row, needs {need}")
+    return 0
+
+
 def conv_backward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib,
                         int itemsize):
     """``(scratch, partial, packed)``: the lengths of one thread's row of ``scratch``, one
@@ -249,11 +266,11 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     ``ib`` images.
 
     Where :func:`direct_conv_applies`, each image is convolved and pooled directly from
-    the filters packed into ``packed`` (``ceil(F/8)*8*K``; conv_direct.h) and ``scratch``
-    is unused; else each chunk goes through im2col + GEMM into ``scratch``, ``(nthreads,
-    (K + F) * ib * OH * OW)`` with ``K = C*KH*KW``, one row per thread, then pooling.
-    Chunks are handed out dynamically, so a thread that the OS deschedules does not hold
-    back the others; each chunk's result does not depend on which thread ran it.
+    the filters packed into ``packed`` (conv_direct.h); else each chunk goes through
+    im2col + GEMM into ``scratch`` (one row per thread), then pooling. Their lengths:
+    :func:`conv_forward_sizes` (shorter ones raise ValueError). Chunks are handed out
+    dynamically, so a thread that the OS deschedules does not hold back the others; each
+    chunk's result does not depend on which thread ran it.
     """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -277,6 +294,11 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef real* cols
     cdef real* z
     cdef real* zr
+    s_len, k_len = conv_forward_sizes(c, h, wd, f, kh, kw, ph, pw, ib)
+    _check_workspace("conv_pool_forward", "scratch", sstride, s_len)
+    _check_workspace("conv_pool_forward", "packed", packed.shape[0], k_len)
+    if scratch.shape[0] < nthreads:
+        raise ValueError(f"conv_pool_forward: scratch has {scratch.shape[0]} rows for {nthreads} threads")
     if direct:
         with nogil:
             if real is float:
@@ -380,6 +402,13 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* dzr
     cdef real g, gb
     cdef int ar
+    s_len, p_len, k_len = conv_backward_sizes(c, h, wd, f, kh, kw, ph, pw, ib, sizeof(real))
+    _check_workspace("conv_pool_backward", "scratch", sstride, s_len)
+    _check_workspace("conv_pool_backward", "partial", pstride, p_len)
+    _check_workspace("conv_pool_backward", "packed", packed.shape[0], k_len)
+    if scratch.shape[0] < nthreads or partial.shape[0] < ngroups:
+        raise ValueError(f"conv_pool_backward: scratch has {scratch.shape[0]} rows for "
+                         f"{nthreads} threads, partial {partial.shape[0]} for {ngroups} groups")
     if want_dx:
         dxp = &dx[0, 0, 0, 0]
     if scatter:
