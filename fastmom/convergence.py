@@ -645,8 +645,14 @@ def compare_to_sgd(summary, target):
             res = _beats(a, b)
             how = ("etas chosen on final validation accuracy" if at == "chosen"
                    else "each at its fastest eta, chosen on validation")
+            by_reach = (a is not None and b is not None and res != 0
+                        and a["reached_target"] / a["n_seeds"] != b["reached_target"] / b["n_seeds"])
             if res == 0 and (a is None or a["reached_target"] == 0):
                 head = f"NEITHER {label} nor {baseline} reaches"
+            elif by_reach:
+                # decided by how many seeds got there, not by speed: say so
+                head = {1: f"YES, {label} reaches it in more seeds than {baseline}, to",
+                        -1: f"NO, {label} reaches it in fewer seeds than {baseline}, to"}[res]
             else:
                 head = {1: f"YES, {label} is faster than {baseline} to",
                         0: f"NO, {label} ties with {baseline} to",
@@ -655,6 +661,11 @@ def compare_to_sgd(summary, target):
                     f"{entry[eta_key]} against {_epochs_phrase(b)} at eta {base[eta_key]} ({how}).")
             partial = [x for x in (a, b) if x is not None and 0 < x["reached_target"] < x["n_seeds"]]
             noise = _within_noise(a, b)
+            if by_reach and a["reached_target"] and b["reached_target"]:
+                ea, eb = a["epochs_to_target"]["mean"], b["epochs_to_target"]["mean"]
+                if (ea - eb) * res > 0:  # the seeds that did arrive tell the other story
+                    text += (f" But on the seeds that reached it, {label} took "
+                             f"{'more' if ea > eb else 'fewer'} epochs ({ea:.2f} against {eb:.2f}).")
             if partial:
                 # the means then cover different seeds: say how thin the evidence is
                 text += " Weak evidence: not every seed reached the target."
@@ -874,6 +885,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                 sessions.append(e)
         log(f"resuming: {found} runs found in {path}")
 
+    meta["runs_trained"] = 0  # by this session; 0 = it only combined earlier sessions' runs
     doc = {"meta": meta, "config": config, "runs": [], "summary": {}, "complete": False}
     # runs of the same configuration outside this grid (a narrower resume of a wider
     # grid) stay in the file, apart from the report's runs: resuming never loses data
@@ -901,6 +913,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
                         continue
                     else:
                         run = run_one(problem, data, spec, eta, seed, bs, epochs, device)
+                        doc["meta"]["runs_trained"] += 1
                     doc["runs"].append(run)
                     h = run["history"]
                     last = h[-1] if h else {}
@@ -995,6 +1008,40 @@ def write_reports(doc, out, plots=True):
     return [md] + pngs
 
 
+def _combined_only(session):
+    """Whether a session trained nothing and only combined other sessions' runs
+    (files written before ``runs_trained`` existed say so in their command)."""
+    if "runs_trained" in session:
+        return session["runs_trained"] == 0
+    return "--no-train" in (session.get("command") or "")
+
+
+def _sessions_text(meta):
+    """When, with how many threads and under what load the runs were trained.
+
+    A file combined from many sessions (a grid split over processes, resumed over
+    days) gets one summary line; each session's record stays in the JSON."""
+    earlier = meta.get("earlier_sessions", [])
+    here = {k: meta.get(k) for k in ("date", "threads", "load_average_at_start")}
+    if not earlier:
+        return (f"{here['threads']} threads; {here['date']}; load average at start "
+                f"{here['load_average_at_start']}")
+    trained = [e for e in earlier if not _combined_only(e)]
+    combined_only = _combined_only(meta)
+    trained += [] if combined_only else [here]
+    dates = sorted(str(e.get("date")) for e in trained)
+    threads = sorted({e.get("threads") for e in trained}, key=str)
+    loads = [e["load_average_at_start"][0] for e in trained if e.get("load_average_at_start")]
+    text = (f"trained in {len(trained)} sessions (processes) from {dates[0]} to {dates[-1]}, "
+            f"{'/'.join(map(str, threads))} threads each")
+    if loads:
+        text += f", 1-minute load average at start {min(loads):g} to {max(loads):g}"
+    text += " (each session in the JSON's `meta.earlier_sessions`)"
+    if combined_only:
+        text += f"; combined on {here['date']} without training"
+    return text
+
+
 def markdown_report(doc, png_names=()):
     """The Markdown text of a JSON document (see :func:`write_markdown`)."""
     cfg, meta = doc["config"], doc["meta"]
@@ -1021,12 +1068,9 @@ def markdown_report(doc, png_names=()):
                  "masks for every optimizer at a given seed.")
     lines.append(f"- Machine: {meta['cpu_model']}, {meta['cpu_cores']} cores, {meta['platform']}; "
                  f"fastmom {meta['fastmom_version']} (commit {meta.get('git_commit')}), backend "
-                 f"`{meta['backend']}`, {meta['threads']} threads; {meta['date']}; load average "
-                 f"at start {meta.get('load_average_at_start')}"
-                 + "".join(f"; resumed from a session of {e.get('date')} (load average at start "
-                           f"{e.get('load_average_at_start')}, {e.get('threads')} threads)"
-                           for e in meta.get("earlier_sessions", [])) + ".")
+                 f"`{meta['backend']}`; {_sessions_text(meta)}.")
     lines.append(f"- Total time: {_hms(meta.get('suite_seconds', 0))} for {len(doc['runs'])} runs"
+                 + (" (summed over the sessions)" if meta.get("earlier_sessions") else "")
                  + ("" if doc.get("complete") else " (INCOMPLETE: the suite did not finish)") + ".")
     if meta.get("command"):
         lines.append(f"- Command: `{meta['command']}`")

@@ -115,6 +115,10 @@ def test_verdict_says_plainly_whether_momentum_is_faster():
             _run("momentum-0.9", 0.01, 0, [0.96, 0.96]), _run("momentum-0.9", 0.01, 1, [0.5, 0.9])]
     v = cv.summarize_setting(runs, target=0.95)["verdicts"][0]
     assert v["result"] == -1 and v["text"].startswith("NO")
+    # ... and the verdict says it was the reach, not the speed, that decided
+    assert "reaches it in fewer seeds than sgd" in v["text"]
+    assert "took fewer epochs (1.00 against 1.50)" in v["text"]
+    assert "Weak evidence" in v["text"]
 
 
 # -- runs ------------------------------------------------------------------------------
@@ -239,7 +243,8 @@ def test_resume_reuses_finished_runs(tmp_path):
             cv.main(args + ["--resume", "--etas", "0.1,0.01,0.03"])
     third = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
     assert calls and sorted(r["eta"] for r in third["runs"]) == [0.03, 0.1]
-    assert "resumed from a session of" in (tmp_path / "convergence-conv-sample.md").read_text()
+    # the second session's report: its own run and the first session's
+    assert "trained in 2 sessions (processes)" in (tmp_path / "convergence-conv-sample.md").read_text()
 
 
 def test_a_narrower_resume_keeps_the_other_runs(tmp_path):
@@ -286,6 +291,9 @@ def test_resume_from_combines_a_split_grid(tmp_path, capsys):
     assert doc["complete"] is True
     assert doc["runs"] == [parts["sgd"]["runs"][0], parts["momentum-0.9"]["runs"][0]]
     assert len(doc["meta"]["earlier_sessions"]) == 2
+    # the combining session trained nothing: its thread count and load are not the runs'
+    md = (tmp_path / "both" / "convergence-conv-sample.md").read_text()
+    assert "trained in 2 sessions (processes)" in md and "without training" in md
     # combining again with a file derived from the same sessions lists each session once
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cv, "run_one", must_not_run)
@@ -363,3 +371,24 @@ def test_quick_never_writes_into_the_committed_results(tmp_path, monkeypatch):
                     "--etas", "0.1", "--epochs", "1", "--max-batches", "2"]) == 0
     assert (tmp_path / "convergence-quick" / "convergence-conv-sample.json").exists()
     assert not (tmp_path / "bench").exists()
+
+
+def test_report_counts_only_the_sessions_that_trained():
+    """A file combined over many sessions names how many trained and under what
+    load; sessions that only combined files (older files: a --no-train command)
+    are not counted, and their thread count is not reported as the runs'."""
+    def session(date, threads, load, **extra):
+        return dict(date=date, threads=threads, load_average_at_start=[load, 0, 0], **extra)
+
+    meta = session("2026-01-03", 2, 0.5, runs_trained=0, earlier_sessions=[
+        session("2026-01-01", 1, 1.5, command="fastmom bench-convergence --problem 2"),
+        session("2026-01-02", 1, 3.0, runs_trained=4),
+        session("2026-01-02b", 2, 9.0, command="fastmom bench-convergence --no-train"),
+    ])
+    text = cv._sessions_text(meta)
+    assert "trained in 2 sessions" in text and "from 2026-01-01 to 2026-01-02," in text
+    assert "1 threads each" in text and "at start 1.5 to 3" in text
+    assert "combined on 2026-01-03 without training" in text
+    meta["runs_trained"] = 3  # the latest session trained too
+    text = cv._sessions_text(meta)
+    assert "trained in 3 sessions" in text and "1/2 threads" in text and "without" not in text
