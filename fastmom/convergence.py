@@ -426,7 +426,8 @@ def _mean_std(values):
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
-    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    # one value has no spread to report (None, shown as "1 seed"), not a spread of 0
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
 
 def _group(runs):
@@ -589,7 +590,8 @@ def _epochs_phrase(agg):
     if agg["reached_target"] == 0:
         return f"never within the budget (0/{n} seeds)"
     m, s = agg["epochs_to_target"]["mean"], agg["epochs_to_target"]["std"]
-    return f"{m:.2f} ± {s:.2f} epochs ({agg['reached_target']}/{n} seeds)"
+    spread = "" if s is None else f" ± {s:.2f}"
+    return f"{m:.2f}{spread} epochs ({agg['reached_target']}/{n} seeds)"
 
 
 def _beats(a, b):
@@ -612,6 +614,8 @@ def _within_noise(a, b):
     if a is None or b is None or a["reached_target"] != a["n_seeds"] or b["reached_target"] != b["n_seeds"]:
         return None
     ea, eb = a["epochs_to_target"], b["epochs_to_target"]
+    if ea["std"] is None or eb["std"] is None:  # one seed: the noise is unknown
+        return None
     se = math.sqrt(ea["std"] ** 2 / a["n_seeds"] + eb["std"] ** 2 / b["n_seeds"])
     return ea["mean"] - eb["mean"], se
 
@@ -666,7 +670,9 @@ def compare_to_sgd(summary, target):
                 if (ea - eb) * res > 0:  # the seeds that did arrive tell the other story
                     text += (f" But on the seeds that reached it, {label} took "
                              f"{'more' if ea > eb else 'fewer'} epochs ({ea:.2f} against {eb:.2f}).")
-            if partial:
+            if any(x is not None and x["n_seeds"] < 2 for x in (a, b)):
+                text += " Weak evidence: a single seed, so the seed-to-seed noise is unknown."
+            elif partial:
                 # the means then cover different seeds: say how thin the evidence is
                 text += " Weak evidence: not every seed reached the target."
             elif noise is not None and res != 0:
@@ -975,9 +981,10 @@ def _json_default(o):
 def _ms(d, pct=True, nd=2):
     if d is None or d.get("mean") is None:
         return "n/a"
-    if pct:
-        return f"{100 * d['mean']:.{nd}f} ± {100 * d['std']:.{nd}f}"
-    return f"{d['mean']:.{nd}f} ± {d['std']:.{nd}f}"
+    k = 100 if pct else 1
+    if d.get("std") is None:
+        return f"{k * d['mean']:.{nd}f} (1 seed)"
+    return f"{k * d['mean']:.{nd}f} ± {k * d['std']:.{nd}f}"
 
 
 def _grid_text(etas):

@@ -392,3 +392,19 @@ def test_report_counts_only_the_sessions_that_trained():
     meta["runs_trained"] = 3  # the latest session trained too
     text = cv._sessions_text(meta)
     assert "trained in 3 sessions" in text and "1/2 threads" in text and "without" not in text
+
+
+def test_one_seed_is_reported_as_one_seed_not_as_zero_spread():
+    """A setting run with a single seed has no measured spread: the report must not
+    print "± 0.00", and a verdict on it says the noise is unknown."""
+    runs = [_run("sgd", 0.1, 0, [0.80, 0.96]), _run("momentum-0.9", 0.01, 0, [0.96, 0.97])]
+    s = cv.summarize_setting(runs, target=0.95)
+    at = s["optimizers"]["sgd"]["at_chosen"]
+    assert at["final_test"]["std"] is None and at["epochs_to_target"]["std"] is None
+    assert cv._ms(at["final_validation"]) == "96.00 (1 seed)"
+    v = s["verdicts"][0]
+    assert v["result"] == 1 and "±" not in v["text"] and "a single seed" in v["text"]
+    # two seeds: a spread again
+    runs.append(_run("sgd", 0.1, 1, [0.90, 0.96]))
+    at = cv.summarize_setting(runs, target=0.95)["optimizers"]["sgd"]["at_chosen"]
+    assert cv._ms(at["final_validation"]) == "96.00 ± 0.00"
