@@ -978,12 +978,12 @@ def _json_default(o):
 # ---------------------------------------------------------------------------
 
 
-def _ms(d, pct=True, nd=2):
+def _ms(d, pct=True, nd=2, one=" (1 seed)"):
     if d is None or d.get("mean") is None:
         return "n/a"
     k = 100 if pct else 1
     if d.get("std") is None:
-        return f"{k * d['mean']:.{nd}f} (1 seed)"
+        return f"{k * d['mean']:.{nd}f}{one}"
     return f"{k * d['mean']:.{nd}f} ± {k * d['std']:.{nd}f}"
 
 
@@ -1096,7 +1096,7 @@ def markdown_report(doc, png_names=()):
                 lines.append(f"| {label} | all diverged | | | | | | |")
                 continue
             ept = ("never" if a["reached_target"] == 0 else
-                   f"{_ms(a['epochs_to_target'], pct=False)} ({a['reached_target']}/{a['n_seeds']})")
+                   f"{_ms(a['epochs_to_target'], pct=False, one='')} ({a['reached_target']}/{a['n_seeds']})")
             lines.append(f"| {label} | {e['chosen_eta']:g} | {_ms(a['final_validation'])} | "
                          f"{_ms(a['final_test'])} | {_ms(a['test_at_best_validation'])} | {ept} | "
                          f"{_ms(a['seconds_to_target'], pct=False, nd=1)} | "
