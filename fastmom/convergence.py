@@ -589,9 +589,12 @@ def _epochs_phrase(agg):
     n = agg["n_seeds"]
     if agg["reached_target"] == 0:
         return f"never within the budget (0/{n} seeds)"
-    m, s = agg["epochs_to_target"]["mean"], agg["epochs_to_target"]["std"]
-    spread = "" if s is None else f" ± {s:.2f}"
-    return f"{m:.2f}{spread} epochs ({agg['reached_target']}/{n} seeds)"
+    return f"{_ms(agg['epochs_to_target'], pct=False, one='')} epochs ({agg['reached_target']}/{n} seeds)"
+
+
+def _reach(agg):
+    """Fraction of an aggregate's seeds that reached the target."""
+    return agg["reached_target"] / agg["n_seeds"]
 
 
 def _beats(a, b):
@@ -599,7 +602,7 @@ def _beats(a, b):
     0 for a tie: a larger fraction of seeds reaching it wins, then fewer mean epochs."""
     if a is None or b is None:
         return 0 if a is b else (1 if b is None else -1)
-    fa, fb = a["reached_target"] / a["n_seeds"], b["reached_target"] / b["n_seeds"]
+    fa, fb = _reach(a), _reach(b)
     if fa != fb:
         return 1 if fa > fb else -1
     if a["reached_target"] == 0:
@@ -649,8 +652,7 @@ def compare_to_sgd(summary, target):
             res = _beats(a, b)
             how = ("etas chosen on final validation accuracy" if at == "chosen"
                    else "each at its fastest eta, chosen on validation")
-            by_reach = (a is not None and b is not None and res != 0
-                        and a["reached_target"] / a["n_seeds"] != b["reached_target"] / b["n_seeds"])
+            by_reach = a is not None and b is not None and res != 0 and _reach(a) != _reach(b)
             if res == 0 and (a is None or a["reached_target"] == 0):
                 head = f"NEITHER {label} nor {baseline} reaches"
             elif by_reach:
@@ -1036,6 +1038,8 @@ def _sessions_text(meta):
     trained = [e for e in earlier if not _combined_only(e)]
     combined_only = _combined_only(meta)
     trained += [] if combined_only else [here]
+    if not trained:  # nothing says who trained the runs (hand-edited or very old files)
+        return f"combined on {here['date']} without training"
     dates = sorted(str(e.get("date")) for e in trained)
     threads = sorted({e.get("threads") for e in trained}, key=str)
     loads = [e["load_average_at_start"][0] for e in trained if e.get("load_average_at_start")]
