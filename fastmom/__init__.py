@@ -8,7 +8,12 @@ from .data import load_data_shared
 from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 from .network import Network
 from .optim import MomentumSGD
-from .trainer import DivergenceError, DivideOnPlateau, History, Trainer
+from .train import DivergenceError, DivideOnPlateau, History, Trainer
+from . import checkpoint as _checkpoint
+
+# the composition root: fastmom.checkpoint sits below the model and never imports it,
+# so the class that load_network builds by default is named here
+_checkpoint.default_network_type = Network
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Activation", "sigmoid", "tanh", "ReLU", "linear", "ACTIVATIONS", "resolve"]
+__all__ = ["Activation", "sigmoid", "tanh", "ReLU", "linear", "ACTIVATIONS", "CODES", "code",
+           "resolve"]
+
+#: The integer code of each activation in the compiled kernels: the one definition.
+#: ``kernels/cpu/_cpu.pyx``, ``kernels/cpu/pool.h`` and ``kernels/cuda/common.cuh``
+#: repeat it as C enums, and ``tests/backends/test_interface.py`` fails when they drift.
+CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "linear": 3}
 
 
 class Activation:
@@ -74,6 +80,14 @@ linear = Activation("linear")
 
 ACTIVATIONS = {a.name: a for a in (sigmoid, tanh, ReLU, linear)}
 _PUBLIC_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "relu": "ReLU", "linear": "linear"}
+
+
+def code(name: str) -> int:
+    """The kernels' integer code for the activation called ``name``."""
+    try:
+        return CODES[name]
+    except KeyError:
+        raise ValueError(f"activation must be one of {tuple(CODES)}, got {name!r}") from None
 
 
 def resolve(fn) -> Activation:

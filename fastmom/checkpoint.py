@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
+
+from ._io import atomic_write
 
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "save_network", "load_network",
            "read_checkpoint", "write_checkpoint", "list_checkpoints", "latest_checkpoint"]
@@ -44,42 +45,6 @@ _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.npz$")
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, truncated, of another format version, or
     does not fit the network it is loaded into. The message names the file."""
-
-
-# -- architecture -------------------------------------------------------------------------
-
-def layer_spec(layer):
-    """A JSON-able description of an (unbound) layer's constructor arguments."""
-    from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
-    if isinstance(layer, ConvPoolLayer):
-        return {"type": "ConvPoolLayer", "filter_shape": list(layer.filter_shape),
-                "image_shape": list(layer.image_shape), "poolsize": list(layer.poolsize),
-                "activation_fn": layer.activation_fn.name}
-    if isinstance(layer, SoftmaxLayer):
-        return {"type": "SoftmaxLayer", "n_in": layer.n_in, "n_out": layer.n_out,
-                "p_dropout": layer.p_dropout}
-    if isinstance(layer, FullyConnectedLayer):
-        return {"type": "FullyConnectedLayer", "n_in": layer.n_in, "n_out": layer.n_out,
-                "activation_fn": layer.activation_fn.name, "p_dropout": layer.p_dropout}
-    raise TypeError(f"cannot describe layer {layer!r} in a checkpoint")
-
-
-def build_layer(spec, source="checkpoint"):
-    """Rebuild a layer from :func:`layer_spec` output (the layer validates the values)."""
-    from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
-    try:
-        kind = spec["type"]
-        if kind == "ConvPoolLayer":
-            return ConvPoolLayer(tuple(spec["filter_shape"]), tuple(spec["image_shape"]),
-                                 tuple(spec["poolsize"]), spec["activation_fn"])
-        if kind == "FullyConnectedLayer":
-            return FullyConnectedLayer(spec["n_in"], spec["n_out"], spec["activation_fn"],
-                                       spec["p_dropout"])
-        if kind == "SoftmaxLayer":
-            return SoftmaxLayer(spec["n_in"], spec["n_out"], spec["p_dropout"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: invalid layer description {spec!r} ({exc})") from exc
-    raise CheckpointError(f"{source}: unknown layer type {kind!r}")
 
 
 # -- RNG state ----------------------------------------------------------------------------
@@ -106,88 +71,7 @@ def set_rng_state(rng, state):
         raise TypeError(f"cannot set the state of random generator {type(rng).__name__}")
 
 
-def _backend_rng_state(net):
-    # a backend whose generator is not a NumPy Generator (CuPy's) can provide
-    # rng_state(rng) -> JSON-able and set_rng_state(rng, state)
-    getter = getattr(net.backend, "rng_state", rng_state)
-    try:
-        return getter(net.dropout_rng)
-    except (TypeError, AttributeError) as exc:
-        raise CheckpointError(f"the {net.device} backend's dropout generator cannot be checkpointed "
-                              f"({exc}); it needs rng_state()/set_rng_state()") from exc
-
-
-# -- network description ------------------------------------------------------------------
-
-def network_meta(net):
-    """Everything but the arrays needed to rebuild ``net``."""
-    return {
-        "layers": [layer_spec(layer) for layer in net.layers],
-        "mini_batch_size": net.mini_batch_size,
-        "dtype": net.dtype.name,
-        "device": net.device,
-        "seed_entropy": net._seed_seq.entropy,
-        "weight_init": net.weight_init,
-        "n_params": int(net.flat.size),
-        "dropout_rng": _backend_rng_state(net),
-    }
-
-
-def network_from_meta(meta, params, source, device=None, dtype=None):
-    """Build a Network from :func:`network_meta` output and a host parameter array."""
-    from .network import Network
-    try:
-        mbs = meta["mini_batch_size"]
-        layers = [build_layer(spec, source) for spec in meta["layers"]]
-        dtype = meta["dtype"] if dtype is None else dtype
-        device = meta["device"] if device is None else device
-        net = Network(layers, mbs, device=device, dtype=dtype, seed=meta["seed_entropy"],
-                      weight_init=meta["weight_init"])
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        # a DeviceError (RuntimeError) for an unavailable device passes through unchanged
-        raise CheckpointError(f"{source}: cannot rebuild the network ({type(exc).__name__}: {exc})") from exc
-    load_params_into(net, meta, params, source)
-    return net
-
-
-def check_fits(net, meta, source):
-    """Raise CheckpointError unless the stored architecture is ``net``'s."""
-    mine = [layer_spec(layer) for layer in net.layers]
-    if meta.get("layers") != mine or meta.get("mini_batch_size") != net.mini_batch_size:
-        raise CheckpointError(
-            f"{source}: the checkpoint's architecture does not match this network "
-            f"(stored {meta.get('layers')} with mini_batch_size={meta.get('mini_batch_size')}; "
-            f"network {mine} with mini_batch_size={net.mini_batch_size})")
-
-
-def load_params_into(net, meta, params, source):
-    """Copy stored parameters (cast to ``net.dtype``) and the dropout RNG state into ``net``."""
-    if params.ndim != 1 or params.shape[0] != net.flat.size:
-        raise CheckpointError(f"{source}: params has shape {params.shape}, expected ({net.flat.size},)")
-    net.flat.data[...] = net.backend.asarray(params, net.dtype)
-    try:
-        setter = getattr(net.backend, "set_rng_state", set_rng_state)
-        setter(net.dropout_rng, meta["dropout_rng"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: invalid dropout RNG state ({exc})") from exc
-
-
 # -- file I/O ------------------------------------------------------------------------------
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. a platform without directory fds: the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def write_checkpoint(path, meta, arrays):
     """Atomically write ``meta`` (JSON) and host ``arrays`` (name -> ndarray) to ``path``.
@@ -196,8 +80,6 @@ def write_checkpoint(path, meta, arrays):
     over ``path``; on any exception (``KeyboardInterrupt`` included) the temporary file
     is removed and ``path`` keeps its previous content.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     meta = dict(meta, format=FORMAT, version=FORMAT_VERSION)
     # allow_nan: an inf images_per_second in the history is legal (Python's JSON dialect)
     blob = np.frombuffer(json.dumps(meta, allow_nan=True).encode("utf-8"), dtype=np.uint8)
@@ -205,21 +87,7 @@ def write_checkpoint(path, meta, arrays):
     for name, a in arrays.items():
         if a is not None:
             members[name] = np.ascontiguousarray(a)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **members))
 
 
 def read_checkpoint(path):
@@ -271,17 +139,44 @@ def read_checkpoint(path):
 
 
 def save_network(net, path):
-    """Write ``net``'s architecture, parameters and dropout RNG state to ``path``."""
-    params = net.backend.to_numpy(net.flat.data)
-    if not np.isfinite(params).all():
-        raise ValueError(f"{path}: refusing to save a network whose parameters are not finite")
-    return write_checkpoint(path, {"network": network_meta(net)}, {"params": params})
+    """Write ``net``'s architecture, parameters and dropout RNG state to ``path``
+    (``net.save(path)``)."""
+    return net.save(path)
 
 
-def load_network(path, device=None, dtype=None):
-    """Rebuild the network stored in ``path`` (a network or trainer checkpoint)."""
+#: The class :func:`load_network` builds when none is given: ``fastmom.Network``, set by
+#: the package root (this module is below the model and never imports it).
+default_network_type = None
+
+
+def load_network(path, device=None, dtype=None, network_type=None):
+    """Rebuild the network stored in ``path`` (a network or trainer checkpoint) as a
+    ``network_type`` (default :class:`fastmom.Network`)."""
+    network_type = network_type or default_network_type
     meta, arrays = read_checkpoint(path)
-    return network_from_meta(meta["network"], arrays["params"], os.fspath(path), device, dtype)
+    try:
+        return network_type.from_spec(meta["network"], arrays["params"], device, dtype,
+                                      source=os.fspath(path))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def check_fits(net, meta, source):
+    """Raise CheckpointError unless the stored network description fits ``net``."""
+    if not net.same_architecture(meta):
+        raise CheckpointError(
+            f"{source}: the checkpoint's architecture does not match this network "
+            f"(stored {meta.get('layers')} with mini_batch_size={meta.get('mini_batch_size')}; "
+            f"network {[layer.spec() for layer in net.layers]} with "
+            f"mini_batch_size={net.mini_batch_size})")
+
+
+def load_state_into(net, meta, params, source):
+    """Copy stored parameters and the dropout RNG state into ``net`` (CheckpointError)."""
+    try:
+        net.load_state(meta, params, source)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 # -- checkpoint directories ------------------------------------------------------------

@@ -12,38 +12,60 @@ from math import prod, sqrt
 
 import numpy as np
 
-from . import activations
+from . import _validate, activations
 from .activations import sigmoid
+from .backends._checks import conv_pool_geometry
 
-__all__ = ["ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer"]
+__all__ = ["Layer", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer", "layer_from_spec"]
 
 
-def _int_tuple(name, value, length):
+def layer_from_spec(spec, source="spec"):
+    """Rebuild a layer from its :meth:`Layer.spec` (the layer validates the values).
+
+    Raises ValueError naming ``source`` for an unknown type or invalid arguments."""
     try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a tuple of {length} ints, got {value!r}") from None
-    if len(out) != length or any(v != fv for v, fv in zip(out, value)):
-        raise ValueError(f"{name} must be a tuple of {length} ints, got {value!r}")
-    if any(v < 1 for v in out):
-        raise ValueError(f"{name} must hold positive sizes, got {value!r}")
-    return out
-
-
-def _check_dropout(p_dropout):
-    p = float(p_dropout)
-    if not (0.0 <= p < 1.0):
-        raise ValueError(f"p_dropout must be in [0, 1), got {p_dropout!r}")
-    return p
+        kind = spec["type"]
+        cls = _LAYER_TYPES[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"{source}: unknown layer description {spec!r}") from None
+    return cls.from_spec(spec, source)
 
 
 class Layer:
-    """What every layer shares: binding to a network and its parameter views."""
+    """What every layer shares: binding to a network and its parameter views.
+
+    A layer describes itself with :meth:`spec` (a JSON-able dict of its constructor
+    arguments plus ``"type"``) and is rebuilt by :meth:`from_spec`: how networks are
+    saved, compared and summarised without anyone switching on layer types.
+    """
 
     n_in: int
     n_out: int
     backend = None
     w = b = dw = db = None
+    #: constructor arguments, in order, as stored by :meth:`spec`
+    _spec_args = ()
+
+    def spec(self):
+        """A JSON-able description: ``{"type": class name, argument: value, ...}``."""
+        out = {"type": type(self).__name__}
+        for arg in self._spec_args:
+            v = getattr(self, arg)
+            out[arg] = v.name if isinstance(v, activations.Activation) else (
+                list(v) if isinstance(v, tuple) else v)
+        return out
+
+    @classmethod
+    def from_spec(cls, spec, source="spec"):
+        """Rebuild a layer from :meth:`spec` output."""
+        try:
+            if spec.get("type") != cls.__name__:
+                raise ValueError(f"type {spec.get('type')!r} is not {cls.__name__}")
+            kwargs = {arg: tuple(spec[arg]) if isinstance(spec[arg], list) else spec[arg]
+                      for arg in cls._spec_args}
+            return cls(**kwargs)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{source}: invalid layer description {spec!r} ({exc})") from exc
 
     def param_shapes(self):
         raise NotImplementedError
@@ -81,25 +103,22 @@ class ConvPoolLayer(Layer):
     activation_fn : Activation, default sigmoid
     """
 
+    _spec_args = ("filter_shape", "image_shape", "poolsize", "activation_fn")
+
     def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid):
-        self.filter_shape = _int_tuple("filter_shape", filter_shape, 4)
-        self.image_shape = _int_tuple("image_shape", image_shape, 4)
-        self.poolsize = _int_tuple("poolsize", poolsize, 2)
+        self.filter_shape = _validate.int_tuple("filter_shape", filter_shape, 4)
+        self.image_shape = _validate.int_tuple("image_shape", image_shape, 4)
+        self.poolsize = _validate.int_tuple("poolsize", poolsize, 2)
         self.activation_fn = activations.resolve(activation_fn)
-        f, c, kh, kw = self.filter_shape
-        _, ci, h, wd = self.image_shape
-        if c != ci:
+        if self.filter_shape[1] != self.image_shape[1]:
             raise ValueError(
-                f"filter_shape {self.filter_shape} expects {c} input channels but "
-                f"image_shape {self.image_shape} has {ci}")
-        if kh > h or kw > wd:
-            raise ValueError(f"filter {kh}x{kw} is larger than the {h}x{wd} image")
-        oh, ow = h - kh + 1, wd - kw + 1
-        ph, pw = self.poolsize
-        if oh // ph < 1 or ow // pw < 1:
-            raise ValueError(f"poolsize {self.poolsize} is larger than the {oh}x{ow} convolution output")
+                f"filter_shape {self.filter_shape} expects {self.filter_shape[1]} input channels but "
+                f"image_shape {self.image_shape} has {self.image_shape[1]}")
+        # the kernels' geometry rule, written once in backends/_checks.py
+        _, ci, h, wd, f, _, _, _, _, ph, pw = conv_pool_geometry(self.image_shape, self.filter_shape,
+                                                                  self.poolsize)
         self.in_shape = (ci, h, wd)
-        self.out_shape = (f, oh // ph, ow // pw)
+        self.out_shape = (f, ph, pw)
         self.n_in = prod(self.in_shape)
         self.n_out = prod(self.out_shape)
         self.p_dropout = 0.0
@@ -152,9 +171,9 @@ class _DenseBase(Layer):
     _act_name = None
 
     def __init__(self, n_in, n_out, p_dropout):
-        self.n_in = _int_tuple("n_in", (n_in,), 1)[0]
-        self.n_out = _int_tuple("n_out", (n_out,), 1)[0]
-        self.p_dropout = _check_dropout(p_dropout)
+        self.n_in = _validate.positive_int("n_in", n_in)
+        self.n_out = _validate.positive_int("n_out", n_out)
+        self.p_dropout = _validate.unit_interval("p_dropout", p_dropout)
         self.in_shape = (self.n_in,)
         self.out_shape = (self.n_out,)
 
@@ -201,6 +220,8 @@ class FullyConnectedLayer(_DenseBase):
         ``1 - p_dropout`` instead (network3's scheme: no rescaling while training).
     """
 
+    _spec_args = ("n_in", "n_out", "activation_fn", "p_dropout")
+
     def __init__(self, n_in, n_out, activation_fn=sigmoid, p_dropout=0.0):
         super().__init__(n_in, n_out, p_dropout)
         self.activation_fn = activations.resolve(activation_fn)
@@ -242,6 +263,7 @@ class SoftmaxLayer(_DenseBase):
     """
 
     activation_fn = activations.linear
+    _spec_args = ("n_in", "n_out", "p_dropout")
 
     def __init__(self, n_in, n_out, p_dropout=0.0):
         super().__init__(n_in, n_out, p_dropout)
@@ -274,3 +296,6 @@ class SoftmaxLayer(_DenseBase):
         dx = self._dx[:n] if self._dx is not None else None
         self.backend.dense_backward(self._x, self.w, self._y[:n], dz, "linear", self.dw, self.db, dx)
         return self._input_grad(dx)
+
+
+_LAYER_TYPES = {cls.__name__: cls for cls in (ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer)}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validate
 from .backends import get_backend
-from .layers import ConvPoolLayer, Layer, SoftmaxLayer
+from .layers import ConvPoolLayer, Layer, SoftmaxLayer, layer_from_spec
 from .params import ParamBuffer
 
 __all__ = ["Network"]
@@ -47,12 +48,20 @@ class Network:
     ----------
     params : list of arrays
         ``[w0, b0, w1, b1, ...]``, writable views of the flat parameter buffer.
+    seed_sequence : numpy.random.SeedSequence
+        The root of every random stream of this network (``SeedSequence(seed)``); a
+        checkpoint stores its entropy so that a reload rebuilds the same tree.
+    data_seed_sequence : numpy.random.SeedSequence
+        Its child that seeds the training data order (a :class:`~fastmom.Trainer`
+        without a ``seed`` of its own uses it).
+    dropout_rng
+        The backend generator that draws the dropout masks.
     """
 
     def __init__(self, layers, mini_batch_size, device=None, dtype=np.float32, seed=None,
                  weight_init="network3"):
         self.layers = list(layers)
-        self.mini_batch_size = _positive_int("mini_batch_size", mini_batch_size)
+        self.mini_batch_size = _validate.positive_int("mini_batch_size", mini_batch_size)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -63,9 +72,8 @@ class Network:
         self.backend = get_backend(device)
         self.device = self.backend.name
         self.seed = seed
-        # kept so that a checkpoint can rebuild the same seed tree when seed is None
-        self._seed_seq = np.random.SeedSequence(seed)
-        init_seq, dropout_seq, self._data_seed_seq = self._seed_seq.spawn(3)
+        self.seed_sequence = np.random.SeedSequence(seed)
+        init_seq, dropout_seq, self.data_seed_sequence = self.seed_sequence.spawn(3)
         self.dropout_rng = self.backend.make_rng(dropout_seq)
 
         self.flat = ParamBuffer([layer.param_shapes() for layer in self.layers], self.dtype, self.backend)
@@ -208,13 +216,22 @@ class Network:
 
     def accuracy(self, x, y):
         """Fraction of the images classified correctly (all of them, in inference mode)."""
+        return self.evaluate(x, y)
+
+    def evaluate(self, x, y, drop_last=False):
+        """Accuracy in inference mode.
+
+        Parameters
+        ----------
+        x, y : arrays
+            Images and labels (validated as by :meth:`prepare_data`; already prepared
+            device arrays pass without a copy).
+        drop_last : bool, default False
+            network3's measure: the mean over mini-batches, the last partial one
+            dropped. Otherwise every image counts.
+        """
         x = self.prepare_inputs(x)
         y = self.prepare_labels(y, x.shape[0])
-        return self._accuracy(x, y, drop_last=False)
-
-    def _accuracy(self, x, y, drop_last):
-        """network3's accuracy over prepared data: the mean over mini-batches (equal-sized,
-        the last partial one dropped) when ``drop_last``; otherwise over every image."""
         bs = self.mini_batch_size
         n = (x.shape[0] // bs) * bs if drop_last else x.shape[0]
         if n == 0:
@@ -242,7 +259,8 @@ class Network:
         x = self.prepare_inputs(x)
         y = self.prepare_labels(y, x.shape[0])
         self._batch(x)
-        lmbda, ntb = float(lmbda), _positive_int("num_training_batches", num_training_batches)
+        lmbda = float(lmbda)
+        ntb = _validate.positive_int("num_training_batches", num_training_batches)
         if not (lmbda >= 0 and np.isfinite(lmbda)):
             raise ValueError(f"lmbda must be a finite number >= 0, got {lmbda!r}")
         cost = float(self.train_step(x, y))
@@ -261,7 +279,54 @@ class Network:
             return 0.0
         return 0.5 * lmbda * self.backend.sum_squares(self.flat.weights()) / num_training_batches
 
-    # -- persistence -------------------------------------------------------------------
+    # -- description and persistence ------------------------------------------------
+
+    def spec(self):
+        """Everything but the parameter values needed to rebuild this network: a
+        JSON-able dict (what a saved file stores as ``network``)."""
+        return {
+            "layers": [layer.spec() for layer in self.layers],
+            "mini_batch_size": self.mini_batch_size,
+            "dtype": self.dtype.name,
+            "device": self.device,
+            "seed_entropy": self.seed_sequence.entropy,
+            "weight_init": self.weight_init,
+            "n_params": int(self.flat.size),
+            "dropout_rng": self.backend.rng_state(self.dropout_rng),
+        }
+
+    @classmethod
+    def from_spec(cls, spec, params, device=None, dtype=None, source="spec"):
+        """Rebuild a network from :meth:`spec` output and its flat parameters (a host
+        array); ``device``/``dtype`` override the stored ones. ValueError names
+        ``source`` when the description is invalid."""
+        try:
+            layers = [layer_from_spec(ls, source) for ls in spec["layers"]]
+            net = cls(layers, spec["mini_batch_size"], device=spec["device"] if device is None else device,
+                      dtype=spec["dtype"] if dtype is None else dtype, seed=spec["seed_entropy"],
+                      weight_init=spec["weight_init"])
+        except (KeyError, TypeError, ValueError) as exc:
+            # a DeviceError (RuntimeError) for an unavailable device passes through unchanged
+            raise ValueError(f"{source}: cannot rebuild the network ({type(exc).__name__}: {exc})") from exc
+        net.load_state(spec, params, source)
+        return net
+
+    def same_architecture(self, spec):
+        """Whether ``spec`` (from :meth:`spec`) describes this network's layers and
+        mini-batch size."""
+        return (spec.get("layers") == [layer.spec() for layer in self.layers]
+                and spec.get("mini_batch_size") == self.mini_batch_size)
+
+    def load_state(self, spec, params, source="spec"):
+        """Copy stored flat parameters (cast to ``dtype``) and the dropout generator's
+        state from ``spec`` into this network."""
+        if params.ndim != 1 or params.shape[0] != self.flat.size:
+            raise ValueError(f"{source}: params has shape {params.shape}, expected ({self.flat.size},)")
+        self.flat.data[...] = self.backend.asarray(params, self.dtype)
+        try:
+            self.backend.set_rng_state(self.dropout_rng, spec["dropout_rng"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: invalid dropout RNG state ({exc})") from exc
 
     def save(self, path):
         """Write the architecture, parameters and dropout RNG state to ``path``.
@@ -270,8 +335,11 @@ class Network:
         atomically: an interrupted save leaves any previous file at ``path`` intact.
         Raises ValueError (and writes nothing) if a parameter is NaN or infinite.
         """
-        from .checkpoint import save_network
-        return save_network(self, path)
+        from . import checkpoint  # the file format: a leaf module that knows no Network
+        params = self.backend.to_numpy(self.flat.data)
+        if not np.isfinite(params).all():
+            raise ValueError(f"{path}: refusing to save a network whose parameters are not finite")
+        return checkpoint.write_checkpoint(path, {"network": self.spec()}, {"params": params})
 
     @classmethod
     def load(cls, path, device=None, dtype=None):
@@ -291,8 +359,8 @@ class Network:
             Naming ``path`` when it is missing, corrupt, truncated or of another
             format version.
         """
-        from .checkpoint import load_network
-        return load_network(path, device=device, dtype=dtype)
+        from . import checkpoint
+        return checkpoint.load_network(path, device=device, dtype=dtype, network_type=cls)
 
     # -- training ----------------------------------------------------------------------
 
@@ -312,7 +380,7 @@ class Network:
             One record per epoch (training cost, validation and test accuracy,
             seconds, images per second).
         """
-        from .trainer import Trainer
+        from .train import Trainer  # the loop lives in train/, which never imports network
         if int(mini_batch_size) != self.mini_batch_size:
             raise ValueError(f"mini_batch_size={mini_batch_size} differs from the network's "
                              f"{self.mini_batch_size}")
@@ -335,12 +403,3 @@ def _as_array(a, name):
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError(f"{name} must be an array of real numbers, got {type(a).__name__} ({exc})") from None
 
-
-def _positive_int(name, value):
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive int, got {value!r}") from None
-    if v != value or v < 1 or isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return v

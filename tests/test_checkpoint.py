@@ -63,8 +63,8 @@ def test_seedless_network_keeps_its_seed_tree(tmp_path):
     net.save(tmp_path / "a.npz")
     back = Network.load(tmp_path / "a.npz")
     # same data-order stream for a Trainer built without an explicit seed
-    assert back._data_seed_seq.entropy == net._data_seed_seq.entropy
-    assert back._data_seed_seq.spawn_key == net._data_seed_seq.spawn_key
+    assert back.data_seed_sequence.entropy == net.data_seed_sequence.entropy
+    assert back.data_seed_sequence.spawn_key == net.data_seed_sequence.spawn_key
 
 
 def test_format_is_pickle_free_npz_with_version(tmp_path):

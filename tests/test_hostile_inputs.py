@@ -257,7 +257,7 @@ def api_cases():
         "filter_shape must hold positive sizes")
     add("ConvPoolLayer", "poolsize larger than the map",
         lambda t: ConvPoolLayer((2, 1, 5, 5), (4, 1, 28, 28), poolsize=(25, 1)), ValueError,
-        r"poolsize \(25, 1\) is larger than the 24x24")
+        r"poolsize 25x1 is larger than the 24x24")
     add("ConvPoolLayer", "image_shape of 3 values", lambda t: ConvPoolLayer((2, 1, 5, 5), (1, 28, 28)), ValueError,
         "image_shape must be a tuple of 4 ints")
     add("FullyConnectedLayer", "p_dropout 1", lambda t: FullyConnectedLayer(3, 3, p_dropout=1.0), ValueError,
@@ -267,9 +267,9 @@ def api_cases():
     add("FullyConnectedLayer", "p_dropout NaN", lambda t: FullyConnectedLayer(3, 3, p_dropout=float("nan")),
         ValueError, r"p_dropout must be in \[0, 1\)")
     add("FullyConnectedLayer", "n_in 2.5", lambda t: FullyConnectedLayer(2.5, 3), ValueError,
-        "n_in must be a tuple of 1 ints")
+        "n_in must be a positive int, got 2.5")
     add("FullyConnectedLayer", "n_in 0", lambda t: FullyConnectedLayer(0, 3), ValueError,
-        "n_in must hold positive sizes")
+        "n_in must be a positive int, got 0")
     add("FullyConnectedLayer", "activation np.exp", lambda t: FullyConnectedLayer(3, 4, activation_fn=np.exp),
         ValueError, "unsupported activation_fn")
     add("Network", "mini_batch_size 0", lambda t: Network(layers(), 0), ValueError,

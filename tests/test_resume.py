@@ -20,7 +20,7 @@ import fastmom
 from fastmom import (ConvPoolLayer, DivergenceError, FullyConnectedLayer, Network, ReLU, SoftmaxLayer,
                      Trainer)
 from fastmom.checkpoint import list_checkpoints, read_checkpoint
-from fastmom.trainer import TrainingInterrupted
+from fastmom.train import TrainingInterrupted
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(fastmom.__file__)))
 
@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
     from fastmom import ConvPoolLayer, DivideOnPlateau, FullyConnectedLayer, Network, ReLU, SoftmaxLayer, Trainer
     from fastmom.checkpoint import latest_checkpoint
     from fastmom.data import load_sample
-    from fastmom.trainer import TrainingInterrupted
+    from fastmom.train import TrainingInterrupted
 
     mode, device, out = sys.argv[1], sys.argv[2], sys.argv[3]
     (xtr, ytr), (xva, yva), _ = load_sample()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import numbers
 
+from ..activations import CODES as _ACTIVATION_CODES
+
 # the kernels index with C ints: anything this large would wrap around
 MAX_ELEMENTS = 2**31 - 1
 
-ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "linear")
+ACTIVATION_NAMES = tuple(sorted(_ACTIVATION_CODES, key=_ACTIVATION_CODES.get))
 FLOAT_DTYPES = ("float32", "float64")
 
 

@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from .. import activations as _activations
 from . import _checks
 from . import reference as _reference
 
@@ -62,7 +63,7 @@ except ImportError as exc:  # not built (e.g. a source checkout without build_ex
 else:
     _import_error = None
 
-_ACT = {n: i for i, n in enumerate(_checks.ACTIVATION_NAMES)}
+_ACT = _activations.CODES
 # Chunks of images are the units of work of the conv kernels; their widths matter on
 # the im2col + GEMM paths (on the direct and scattered ones a chunk is just ib images).
 # GEMM columns per im2col chunk (images * OH*OW): measured flat from 128 to 512 for
@@ -261,6 +262,8 @@ to_numpy = _reference.to_numpy
 empty = _reference.empty
 zeros = _reference.zeros
 make_rng = _reference.make_rng
+rng_state = _reference.rng_state
+set_rng_state = _reference.set_rng_state
 
 
 def synchronize():

@@ -21,6 +21,7 @@ import pathlib
 
 import numpy as np
 
+from .. import activations as _activations
 from . import _checks
 
 name = "cuda"
@@ -159,7 +160,7 @@ class Kernels:
         i32 = np.int32
         self.launch("fm_conv_pool_fwd", x.dtype, grid, (th * tw,),
                     (x, w, b, y, argmax, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(PH), i32(PW),
-                     i32(ph), i32(pw), i32(tph), i32(tpw), i32(_checks.ACTIVATION_NAMES.index(act))), shared)
+                     i32(ph), i32(pw), i32(tph), i32(tpw), i32(_activations.code(act))), shared)
 
     def conv_pool_backward(self, x, w, y, argmax, dy, poolsize, act, dw, db, dx):
         n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
@@ -169,7 +170,7 @@ class Kernels:
         dz = self.workspace("conv_dz", (n, f, oh, ow), dt)
         self.launch("fm_conv_unpool", dt, self._grid_1d(dz.size), (_THREADS,),
                     (y, argmax, dy, dz, np.int64(n * f), i32(oh), i32(ow), i32(PH), i32(PW), i32(ph), i32(pw),
-                     i32(_checks.ACTIVATION_NAMES.index(act))))
+                     i32(_activations.code(act))))
         # split the batch so that about 4 blocks per SM share the weight-gradient sums
         nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, f * c)))
         wpart = self.workspace("conv_wpart", (nsplit, f * c * kh * kw), dt)
@@ -192,13 +193,13 @@ class Kernels:
         self.xp.matmul(x, w, out=y)
         self.launch("fm_bias_act", x.dtype, self._grid_1d(n * n_out), (_THREADS,),
                     (y, b, np.int64(n), np.int32(n_out), x.dtype.type(scale),
-                     np.int32(_checks.ACTIVATION_NAMES.index(act))))
+                     np.int32(_activations.code(act))))
 
     def dense_backward(self, x, w, y, dy, act, dw, db, dx):
         n, n_in, n_out = _checks.dense_backward(x, w, y, dy, act, dw, db, dx, xp=self.xp)
         dz = self.workspace("dense_dz", (n, n_out), x.dtype)
         self.launch("fm_dense_dz_db", x.dtype, (_ceil_div(n_out, 32),), (32, 8),
-                    (dy, y, dz, db, np.int32(n), np.int32(n_out), np.int32(_checks.ACTIVATION_NAMES.index(act))))
+                    (dy, y, dz, db, np.int32(n), np.int32(n_out), np.int32(_activations.code(act))))
         self.xp.matmul(x.T, dz, out=dw)
         if dx is not None:
             self.xp.matmul(dz, w.T, out=dx)
@@ -348,6 +349,23 @@ def make_rng(seed):
     if isinstance(seed, np.random.SeedSequence):
         seed = int(seed.generate_state(1, np.uint64)[0])
     return _cupy().random.default_rng(seed)
+
+
+def rng_state(rng):
+    """The JSON-able state of a :func:`make_rng` generator, where CuPy exposes one;
+    TypeError otherwise (a checkpoint then names the cause)."""
+    bg = getattr(rng, "bit_generator", None)
+    state = getattr(bg, "state", None)
+    if state is None:
+        raise TypeError(f"CuPy's {type(rng).__name__} does not expose its state")
+    return state
+
+
+def set_rng_state(rng, state):
+    bg = getattr(rng, "bit_generator", None)
+    if bg is None or not hasattr(bg, "state"):
+        raise TypeError(f"CuPy's {type(rng).__name__} does not accept a state")
+    bg.state = state
 
 
 def synchronize():

@@ -34,7 +34,8 @@ overwritten, not accumulated. Shapes (``N`` batch, ``C`` channels, ``F`` filters
 - ``softmax_nll_backward(probs, labels, dz)``: ``dz = (probs - onehot(labels)) / N``.
 - ``momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay)``: in place over
   flat buffers; see :func:`momentum_step`.
-- ``sum_squares(a) -> float``, ``make_rng(seed)``, ``xp`` (the array module),
+- ``sum_squares(a) -> float``, ``make_rng(seed)``, ``rng_state(rng)`` (JSON-able) and
+  ``set_rng_state(rng, state)``, ``synchronize()``, ``xp`` (the array module),
   ``asarray(a, dtype)``, ``to_numpy(a)``, ``empty(shape, dtype)``, ``zeros(shape, dtype)``,
   ``is_available()``, ``name``.
 """
@@ -72,6 +73,17 @@ def zeros(shape, dtype):
 
 def make_rng(seed):
     return np.random.default_rng(seed)
+
+
+def rng_state(rng):
+    """The JSON-able state of a generator from :func:`make_rng` (PCG64's 128-bit
+    integers are plain JSON integers)."""
+    return rng.bit_generator.state
+
+
+def set_rng_state(rng, state):
+    """Restore :func:`rng_state` output in place (the layers share the generator)."""
+    rng.bit_generator.state = state
 
 
 def synchronize():

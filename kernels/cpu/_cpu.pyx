@@ -28,7 +28,7 @@ ctypedef fused label_t:
     int
     long long
 
-# activation codes, in the order of _checks.ACTIVATION_NAMES
+# activation codes: fastmom.activations.CODES (tests/backends/test_interface.py checks)
 cdef enum:
     SIGMOID = 0
     TANH = 1

@@ -19,7 +19,7 @@
 
 #include <string.h>
 
-/* activation codes: the order of fastmom.backends._checks.ACTIVATION_NAMES, as in _cpu.pyx */
+/* activation codes: fastmom.activations.CODES (tests/backends/test_interface.py checks) */
 enum { FASTMOM_SIGMOID = 0, FASTMOM_TANH = 1, FASTMOM_RELU = 2, FASTMOM_LINEAR = 3 };
 
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)

@@ -71,7 +71,7 @@ __device__ __forceinline__ void vstore(T* p, long long i, const Pack<T>& r) {
 }
 #endif
 
-// activation codes, in the order of fastmom.backends._checks.ACTIVATION_NAMES
+// activation codes: fastmom.activations.CODES (tests/backends/test_interface.py checks)
 enum Act { SIGMOID = 0, TANH = 1, RELU = 2, LINEAR = 3 };
 
 __device__ __forceinline__ float exp_(float x) { return expf(x); }
