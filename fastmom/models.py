@@ -1,10 +1,17 @@
-"""The network3 architectures the CLI, tests and benchmarks share."""
+"""The network3 architectures the CLI, the convergence suite, tests and benchmarks share.
+
+One name per architecture (:data:`ARCHITECTURES`): ``conv``, ``fc`` and
+``conv-dropout``. ``best``, the CLI's earlier name of ``conv-dropout``, is still
+accepted with a DeprecationWarning.
+"""
 from __future__ import annotations
+
+import warnings
 
 from .activations import ReLU, sigmoid
 from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 
-__all__ = ["ARCHITECTURES", "build_layers"]
+__all__ = ["ARCHITECTURES", "DEPRECATED_NAMES", "build_layers", "canonical_name"]
 
 
 def _two_conv_pool(mbs):
@@ -35,7 +42,7 @@ def fc_layers(mbs, p_dropout=0.0):
     ]
 
 
-def best_layers(mbs, p_dropout=0.5):
+def conv_dropout_layers(mbs, p_dropout=0.5):
     """network3's best single chapter-6 net: two conv-pool ReLU layers, two
     1000-unit ReLU layers and a softmax, all three with dropout."""
     return _two_conv_pool(mbs) + [
@@ -45,11 +52,32 @@ def best_layers(mbs, p_dropout=0.5):
     ]
 
 
-ARCHITECTURES = {"conv": conv_layers, "fc": fc_layers, "best": best_layers}
+ARCHITECTURES = {"conv": conv_layers, "fc": fc_layers, "conv-dropout": conv_dropout_layers}
+
+#: Earlier names, still accepted (with a DeprecationWarning): ``{old: name}``.
+DEPRECATED_NAMES = {"best": "conv-dropout"}
+
+
+def canonical_name(name, stacklevel=2):
+    """``name``, or the architecture an old name stands for (with a DeprecationWarning)."""
+    new = DEPRECATED_NAMES.get(name)
+    if new is None:
+        return name
+    warnings.warn(f"the architecture name {name!r} is deprecated: use {new!r}",
+                  DeprecationWarning, stacklevel=stacklevel + 1)
+    return new
+
+
+def best_layers(mbs, p_dropout=0.5):
+    """Deprecated name of :func:`conv_dropout_layers`."""
+    warnings.warn("fastmom.models.best_layers is deprecated: use conv_dropout_layers",
+                  DeprecationWarning, stacklevel=2)
+    return conv_dropout_layers(mbs, p_dropout)
 
 
 def build_layers(name, mini_batch_size, p_dropout=None):
-    """Layers of the named architecture (``conv``, ``fc`` or ``best``)."""
+    """Layers of the named architecture (``conv``, ``fc`` or ``conv-dropout``)."""
+    name = canonical_name(name)
     try:
         fn = ARCHITECTURES[name]
     except KeyError:

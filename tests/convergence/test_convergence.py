@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from fastmom import convergence as cv
+from fastmom.convergence import suite
+from fastmom.convergence._text import fmt_mean_std
+from fastmom.convergence.report import _sessions_text
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -238,7 +241,7 @@ def test_resume_reuses_finished_runs(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cv, "run_one", interrupt)
+        mp.setattr(suite, "run_one", interrupt)
         with pytest.raises(KeyboardInterrupt):
             cv.main(args + ["--resume", "--etas", "0.1,0.01,0.03"])
     third = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
@@ -261,7 +264,7 @@ def test_a_narrower_resume_keeps_the_other_runs(tmp_path):
         raise AssertionError("a finished run was trained again")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cv, "run_one", must_not_run)
+        mp.setattr(suite, "run_one", must_not_run)
         assert cv.main(args + ["--etas", "0.1,0.03", "--resume"]) == 0
     doc = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
     assert sorted(r["eta"] for r in doc["runs"]) == [0.03, 0.1] and "other_runs" not in doc
@@ -283,7 +286,7 @@ def test_resume_from_combines_a_split_grid(tmp_path, capsys):
 
     both = ["--out", str(tmp_path / "both"), "--optimizers", "sgd,momentum-0.9"]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cv, "run_one", must_not_run)
+        mp.setattr(suite, "run_one", must_not_run)
         assert cv.main(base + both + [
             "--resume-from", str(tmp_path / "sgd" / "convergence-conv-sample.json"),
             "--resume-from", str(tmp_path / "momentum-0.9" / "convergence-conv-sample.json")]) == 0
@@ -296,7 +299,7 @@ def test_resume_from_combines_a_split_grid(tmp_path, capsys):
     assert "trained in 2 sessions (processes)" in md and "without training" in md
     # combining again with a file derived from the same sessions lists each session once
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cv, "run_one", must_not_run)
+        mp.setattr(suite, "run_one", must_not_run)
         assert cv.main(base + both + ["--resume", "--resume-from",
                                       str(tmp_path / "sgd" / "convergence-conv-sample.json")]) == 0
     again = json.loads((tmp_path / "both" / "convergence-conv-sample.json").read_text())
@@ -304,7 +307,7 @@ def test_resume_from_combines_a_split_grid(tmp_path, capsys):
     assert len(sessions) == len(set(sessions)) == 3  # sgd, momentum-0.9, the combination
     # --no-train reports a partial grid as incomplete and trains nothing
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cv, "run_one", must_not_run)
+        mp.setattr(suite, "run_one", must_not_run)
         assert cv.main(base + ["--out", str(tmp_path / "partial"), "--no-train",
                                "--optimizers", "sgd,nesterov-0.9", "--resume-from",
                                str(tmp_path / "sgd" / "convergence-conv-sample.json")]) == 0
@@ -385,12 +388,12 @@ def test_report_counts_only_the_sessions_that_trained():
         session("2026-01-02", 1, 3.0, runs_trained=4),
         session("2026-01-02b", 2, 9.0, command="fastmom bench-convergence --no-train"),
     ])
-    text = cv._sessions_text(meta)
+    text = _sessions_text(meta)
     assert "trained in 2 sessions" in text and "from 2026-01-01 to 2026-01-02," in text
     assert "1 threads each" in text and "at start 1.5 to 3" in text
     assert "combined on 2026-01-03 without training" in text
     meta["runs_trained"] = 3  # the latest session trained too
-    text = cv._sessions_text(meta)
+    text = _sessions_text(meta)
     assert "trained in 3 sessions" in text and "1/2 threads" in text and "without" not in text
 
 
@@ -401,10 +404,10 @@ def test_one_seed_is_reported_as_one_seed_not_as_zero_spread():
     s = cv.summarize_setting(runs, target=0.95)
     at = s["optimizers"]["sgd"]["at_chosen"]
     assert at["final_test"]["std"] is None and at["epochs_to_target"]["std"] is None
-    assert cv._ms(at["final_validation"]) == "96.00 (1 seed)"
+    assert fmt_mean_std(at["final_validation"]) == "96.00 (1 seed)"
     v = s["verdicts"][0]
     assert v["result"] == 1 and "±" not in v["text"] and "a single seed" in v["text"]
     # two seeds: a spread again
     runs.append(_run("sgd", 0.1, 1, [0.90, 0.96]))
     at = cv.summarize_setting(runs, target=0.95)["optimizers"]["sgd"]["at_chosen"]
-    assert cv._ms(at["final_validation"]) == "96.00 ± 0.00"
+    assert fmt_mean_std(at["final_validation"]) == "96.00 ± 0.00"
