@@ -5,53 +5,53 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
 
 import numpy as np
 
+from ._io import write_json
+from ._validate import arg_type, positive_float, positive_int, unit_interval
+from .models import ARCHITECTURES, DEPRECATED_NAMES
+
 __all__ = ["main"]
 
 
-def _positive_float(text):
-    v = float(text)
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return v
+_EPOCHS = arg_type(positive_int, "--epochs", int)
+_BATCH_SIZE = arg_type(positive_int, "--batch-size", int)
+_THREADS = arg_type(positive_int, "--threads", int)
+_DROPOUT = arg_type(unit_interval, "--dropout")
+_MOMENTUM = arg_type(unit_interval, "--momentum")
 
 
-def _unit_interval(text):
-    v = float(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return v
+def _eta(flag):
+    return arg_type(positive_float, flag)
 
 
-def _positive_int(text):
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
+def _net(text):
+    """``--net``: an architecture name; an earlier name is accepted with a warning."""
+    new = DEPRECATED_NAMES.get(text)
+    if new is None:
+        return text
+    print(f"fastmom: warning: --net {text} is deprecated: use --net {new}", file=sys.stderr)
+    return new
 
 
 def _common(p):
     p.add_argument("--dataset", default="sample",
                    help="sample (bundled 5k MNIST, default), mnist, fashion-mnist, a directory of "
                         "IDX files or network3's mnist.pkl.gz")
-    p.add_argument("--net", default="conv", choices=("conv", "fc", "best"),
+    p.add_argument("--net", default="conv", type=_net, choices=tuple(ARCHITECTURES),
                    help="conv: network3's two-conv ReLU net (default); fc: 784-100 sigmoid; "
-                        "best: chapter 6's best net with dropout")
-    p.add_argument("--epochs", type=_positive_int, default=5)
-    p.add_argument("--batch-size", type=_positive_int, default=10)
+                        "conv-dropout (formerly best): chapter 6's best net with dropout")
+    p.add_argument("--epochs", type=_EPOCHS, default=5)
+    p.add_argument("--batch-size", type=_BATCH_SIZE, default=10)
     p.add_argument("--lmbda", type=float, default=0.1, help="L2 coefficient (network3's lmbda)")
-    p.add_argument("--dropout", type=_unit_interval, default=None,
+    p.add_argument("--dropout", type=_DROPOUT, default=None,
                    help="p_dropout of the fully connected and softmax layers")
     p.add_argument("--device", default=None, help="cpu, reference or cuda (default: best available)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU kernel threads")
+    p.add_argument("--threads", type=_THREADS, default=None, help="CPU kernel threads")
     p.add_argument("--shuffle", action="store_true", help="reshuffle the training data each epoch")
     p.add_argument("--plot", metavar="FILE.png", help="save accuracy curves (needs matplotlib)")
     p.add_argument("--json", metavar="FILE", help="write the history as JSON ('-' for stdout)")
@@ -62,16 +62,16 @@ def _parser():
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a network3 model with (momentum) SGD")
     _common(t)
-    t.add_argument("--eta", type=_positive_float, default=0.01)
-    t.add_argument("--momentum", type=_unit_interval, default=0.9)
+    t.add_argument("--eta", type=_eta("--eta"), default=0.01)
+    t.add_argument("--momentum", type=_MOMENTUM, default=0.9)
     t.add_argument("--nesterov", action="store_true")
     c = sub.add_parser("compare", help="plain SGD vs momentum from the same initial weights")
     _common(c)
     c.set_defaults(epochs=3)
-    c.add_argument("--eta", type=_positive_float, default=0.01, help="eta for both optimizers")
-    c.add_argument("--eta-sgd", type=_positive_float, default=None)
-    c.add_argument("--eta-momentum", type=_positive_float, default=None)
-    c.add_argument("--momentum", type=_unit_interval, default=0.9)
+    c.add_argument("--eta", type=_eta("--eta"), default=0.01, help="eta for both optimizers")
+    c.add_argument("--eta-sgd", type=_eta("--eta-sgd"), default=None)
+    c.add_argument("--eta-momentum", type=_eta("--eta-momentum"), default=None)
+    c.add_argument("--momentum", type=_MOMENTUM, default=0.9)
     c.add_argument("--nesterov", action="store_true", help="also run Nesterov momentum")
     c.add_argument("--target", type=float, default=0.93, help="validation accuracy target")
     sub.add_parser("bench-convergence", add_help=False,
@@ -93,17 +93,6 @@ def _setup(args):
         return Network(build_layers(args.net, args.batch_size, args.dropout), args.batch_size,
                        device=args.device, dtype=np.dtype(args.dtype), seed=args.seed)
     return data, make_net
-
-
-def _write_json(path, payload):
-    text = json.dumps(payload, indent=2)
-    if path == "-":
-        print(text)
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)  # never a half-written file
 
 
 def _plot(path, curves, title):
@@ -133,7 +122,7 @@ def _plot(path, curves, title):
 
 
 def _train(args):
-    from .trainer import Trainer
+    from .train import Trainer
     (tr, va, te), make_net = _setup(args)
     net = make_net()
     print(f"fastmom train: {args.net} net on {args.dataset} ({len(tr[0])}/{len(va[0])}/{len(te[0])} images), "
@@ -146,22 +135,15 @@ def _train(args):
         print(f"epoch {r['epoch']}: cost {r['cost']:.4f}, {r['seconds']:.1f} s, "
               f"{r['images_per_second']:.0f} images/s")
     if args.json:
-        _write_json(args.json, {"config": vars(args), "history": list(hist), "summary": hist.summary()})
+        write_json(args.json, {"config": vars(args), "history": list(hist), "summary": hist.summary()})
     if args.plot:
         _plot(args.plot, {"momentum" if args.momentum else "SGD": hist}, f"fastmom train ({args.dataset})")
     return 0
 
 
-def epochs_to_target(hist, target):
-    """1-based number of epochs until validation accuracy first reaches ``target``."""
-    for r in hist:
-        if r["validation_accuracy"] is not None and r["validation_accuracy"] >= target:
-            return r["epoch"] + 1, r["elapsed"]
-    return None, None
-
-
 def _compare(args):
-    from .trainer import Trainer
+    from .convergence.metrics import epochs_to_target, seconds_to_target
+    from .train import Trainer
     (tr, va, te), make_net = _setup(args)
     runs = [("SGD", args.eta_sgd or args.eta, 0.0, False),
             (f"momentum {args.momentum:g}", args.eta_momentum or args.eta, args.momentum, False)]
@@ -174,7 +156,8 @@ def _compare(args):
                           shuffle=args.shuffle, seed=args.seed, progress=False)
         print(f"training {label} (eta={eta}) on {net.device} ...", flush=True)
         hist = trainer.fit(tr, args.epochs, va, te)
-        n_ep, secs = epochs_to_target(hist, args.target)
+        # the convergence suite's metrics: 1-based epochs and training seconds, None if never
+        n_ep, secs = epochs_to_target(hist, args.target), seconds_to_target(hist, args.target)
         results.append({"optimizer": label, "eta": eta, "momentum": mu, "nesterov": nesterov,
                         "validation_by_epoch": hist.column("validation_accuracy"),
                         "final_validation": hist[-1]["validation_accuracy"],
@@ -185,7 +168,7 @@ def _compare(args):
     print()
     print(format_compare_table(results, args.target))
     if args.json:
-        _write_json(args.json, {"config": vars(args), "results": results})
+        write_json(args.json, {"config": vars(args), "results": results})
     if args.plot:
         _plot(args.plot, curves, f"SGD vs momentum ({args.dataset})")
     return 0
