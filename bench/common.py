@@ -297,54 +297,31 @@ def measure(fns, min_time=0.02, rounds=7, warmup=2):
 
 
 def write_outputs(text, doc, markdown=None, json_path=None):
-    """Print a benchmark's Markdown and write it and its JSON document where asked."""
-    import json
+    """Print a benchmark's Markdown and write it and its JSON document where asked
+    (atomically: fastmom's one writer)."""
+    from fastmom._io import atomic_write, write_json
     print(text)
     if markdown:
-        with open(markdown, "w") as fh:
-            fh.write(text)
+        atomic_write(markdown, lambda fh: fh.write(text), text=True)
     if json_path:
-        with open(json_path, "w") as fh:
-            json.dump(doc, fh, indent=1)
+        write_json(json_path, doc, indent=1, newline=False)
 
 
 # -- machine -------------------------------------------------------------------------
 
 def machine_description(threads):
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        avail = len(os.sched_getaffinity(0))
-    except AttributeError:
-        avail = os.cpu_count()
+    """This machine, in the benchmark tables' format (read by :mod:`fastmom._machine`,
+    imported here, not at the top: ``cpu_table`` sets libgomp's environment before
+    fastmom is first imported)."""
+    from fastmom import _machine as M
+    pools = M.threadpools() or []
+    blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '')}, "
+            f"{i.get('num_threads')} threads, {os.path.basename(i['filepath'])})" for i in pools]
+    load = M.load_average()
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("scipy", "torch", "threadpoolctl"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
-            versions[mod] = None
-    blas = []
-    try:
-        from threadpoolctl import threadpool_info
-        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '')}, "
-                f"{i.get('num_threads')} threads, {os.path.basename(i['filepath'])})"
-                for i in threadpool_info()]
-    except ImportError:
-        pass
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
-    return {"cpu": model, "cores_logical": os.cpu_count(), "cores_available": avail,
+    versions.update(M.versions(("scipy", "torch", "threadpoolctl")))
+    return {"cpu": M.cpu_model(), "cores_logical": os.cpu_count(), "cores_available": M.available_cores(),
             "threads": threads, "platform": platform.platform(), "versions": versions,
-            "threadpools": blas, "load_average_1min": load,
-            "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                 "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-                                                 "FASTMOM_NUM_THREADS") if k in os.environ}}
+            "threadpools": blas, "load_average_1min": None if load is None else load[0],
+            "env": M.environment(("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY",
+                                  "GOMP_SPINCOUNT", "FASTMOM_NUM_THREADS"))}

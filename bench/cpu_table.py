@@ -1,8 +1,8 @@
 """One-command CPU benchmark: fastmom ``cpu`` vs ``reference`` vs PyTorch, side by side.
 
-Usage::
+Usage, from the repository root (``python bench/cpu_table.py ...`` works too)::
 
-    python bench/cpu_table.py [--quick] [--threads N] [--json out.json] [--markdown out.md]
+    python -m bench.cpu_table [--quick] [--threads N] [--json out.json] [--markdown out.md]
 
 Everything is measured in one process and one run, in interleaved rounds, and reported
 as medians with ratios ``cpu / other`` expressed as a speed-up (> 1: cpu is faster).
@@ -25,10 +25,17 @@ import datetime
 import json
 import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__:  # python -m bench.cpu_table, or imported (the tests)
+    from . import common as C
+else:  # python bench/cpu_table.py: Python itself puts bench/ first on the path
+    import common as C
 
-import common as C  # noqa: E402
+#: How this run was started, for the report.
+_COMMAND = ["python", "-m", "bench.cpu_table"] if __package__ else ["python", "bench/cpu_table.py"]
+#: The directory that holds ``bench/``: ``python -m bench.cpu_table`` runs from there.
+ROOT = Path(__file__).resolve().parent.parent
 
 # before fastmom's cpu backend sets its own default at import
 _USER_OMP_ENV = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -44,9 +51,10 @@ def torch_alone(threads, rounds, min_time):
     for key, value in _USER_OMP_ENV.items():
         if value is None:
             env.pop(key, None)
-    cmd = [sys.executable, os.path.abspath(__file__), "--torch-alone", "--threads", str(threads),
+    cmd = [sys.executable, "-m", "bench.cpu_table", "--torch-alone", "--threads", str(threads),
            "--rounds", str(rounds), "--min-time", str(min_time)]
-    return json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+    return json.loads(subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True,
+                                     text=True).stdout)
 
 
 def _torch_alone_main(threads, rounds, min_time):
@@ -88,7 +96,7 @@ def best_ratio(r):
     return f"{tb / r['cpu']:.2f}x" if tb else "-"
 
 
-def main(argv=None):
+def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and no batch-256 reference")
     ap.add_argument("--threads", type=int, default=None, help="threads for cpu and torch")
@@ -97,41 +105,46 @@ def main(argv=None):
     ap.add_argument("--torch-alone", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--min-time", type=float, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.torch_alone:  # the child of torch_alone(): no fastmom in this process
-        return _torch_alone_main(args.threads, args.rounds, args.min_time)
+    return ap.parse_args(argv)
 
-    from fastmom.backends import cpu, reference
-    if cpu.is_available() is not True:
-        sys.exit(f"cpu backend not available: {cpu.is_available()}")
-    threads = args.threads or cpu.get_num_threads()
-    cpu.set_num_threads(threads)
-    have_torch = C.torch_available()
-    rounds = 3 if args.quick else 7
-    min_time = 0.01 if args.quick else 0.03
-    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "command": " ".join(["python", "bench/cpu_table.py"] + (argv if argv is not None else sys.argv[1:])),
-           "machine": C.machine_description(threads), "kernels": [], "steps": [], "momentum": []}
-    lines = []
-    p = lines.append
-    m = out["machine"]
-    p(f"# fastmom cpu benchmark ({out['date']})\n")
-    p(f"- machine: {m['cpu']}, {m['cores_available']} cores available, {threads} threads; "
+
+class _Table:
+    """One benchmark run: its settings, its Markdown lines and its JSON document."""
+
+    def __init__(self, args, argv, threads):
+        from fastmom.backends import cpu, reference
+        self.cpu, self.reference = cpu, reference
+        self.quick, self.threads = args.quick, threads
+        self.have_torch = C.torch_available()
+        self.rounds = 3 if args.quick else 7
+        self.min_time = 0.01 if args.quick else 0.03
+        self.out = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "command": " ".join(_COMMAND
+                                        + (argv if argv is not None else sys.argv[1:])),
+                    "machine": C.machine_description(threads), "kernels": [], "steps": [],
+                    "momentum": []}
+        self.lines = []
+        self.p = self.lines.append
+
+
+def _header(t):
+    p, m = t.p, t.out["machine"]
+    p(f"# fastmom cpu benchmark ({t.out['date']})\n")
+    p(f"- machine: {m['cpu']}, {m['cores_available']} cores available, {t.threads} threads; "
       f"1-min load average at start {m['load_average_1min']}")
-    p(f"- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
-    p(f"- thread pools: " + "; ".join(m["threadpools"]))
+    p("- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    p("- thread pools: " + "; ".join(m["threadpools"]))
     if m["env"]:
         p(f"- environment: {m['env']}")
-    p(f"- command: `{out['command']}`")
-    if not have_torch:
+    p(f"- command: `{t.out['command']}`")
+    if not t.have_torch:
         p("- **torch is not installed: PyTorch columns skipped** (`pip install torch`)")
     p("")
 
-    # -- kernels -------------------------------------------------------------------------
-    batch = 64
-    p(f"## Kernels (float32, batch {batch}; median per call; speed-up = other / cpu)\n")
-    p("| kernel | cpu | reference | torch NCHW | torch CL | vs reference | vs torch best |")
-    p("|---|---|---|---|---|---|---|")
+
+def _kernel_problems(t, batch):
+    """``[(name, {impl: fn})]`` of the per-layer kernels at ``batch``."""
+    cpu, reference = t.cpu, t.reference
     conv_cfgs = [("conv1", dict(c=1, h=28, w=28, f=20, k=5, pool=2, first=True)),
                  ("conv2", dict(c=20, h=12, w=12, f=40, k=5, pool=2, first=False))]
     problems = []
@@ -140,7 +153,7 @@ def main(argv=None):
         fr, br = C.conv_problem(reference, batch, **cfg)
         fwd = {"cpu": fc, "reference": fr}
         bwd = {"cpu": bc, "reference": br}
-        if have_torch:
+        if t.have_torch:
             ft, bt = C.torch_conv_problem(batch, **cfg)
             fl, bl = C.torch_conv_problem(batch, channels_last=True, **cfg)
             fwd.update(torch=ft, torch_cl=fl)
@@ -149,26 +162,38 @@ def main(argv=None):
     fc, bc = C.dense_problem(cpu, batch, 640, 100)
     fr, br = C.dense_problem(reference, batch, 640, 100)
     df, db = {"cpu": fc, "reference": fr}, {"cpu": bc, "reference": br}
-    if have_torch:
+    if t.have_torch:
         ft, bt = C.torch_dense_problem(batch, 640, 100)
         df["torch"], db["torch"] = ft, bt
     problems += [("dense 640x100 forward", df), ("dense 640x100 backward", db)]
     sm = {"cpu": C.softmax_problem(cpu, batch), "reference": C.softmax_problem(reference, batch)}
-    if have_torch:
+    if t.have_torch:
         sm["torch"] = C.torch_softmax_problem(batch)
     problems.append(("softmax+NLL fwd+bwd (10 classes)", sm))
-    for name, fns in problems:
-        r = C.measure(fns, min_time=min_time, rounds=rounds)
+    return problems
+
+
+def _kernels(t):
+    batch = 64
+    p = t.p
+    p(f"## Kernels (float32, batch {batch}; median per call; speed-up = other / cpu)\n")
+    p("| kernel | cpu | reference | torch NCHW | torch CL | vs reference | vs torch best |")
+    p("|---|---|---|---|---|---|---|")
+    for name, fns in _kernel_problems(t, batch):
+        r = C.measure(fns, min_time=t.min_time, rounds=t.rounds)
         p(f"| {name} | {fmt_time(r['cpu'])} | {fmt_time(r['reference'])} | "
           f"{fmt_time(r['torch']) if 'torch' in r else '-'} | "
           f"{fmt_time(r['torch_cl']) if 'torch_cl' in r else '-'} | "
           f"{r['reference'] / r['cpu']:.2f}x | {best_ratio(r)} |")
-        out["kernels"].append({"kernel": name, "batch": batch, "seconds": r})
+        t.out["kernels"].append({"kernel": name, "batch": batch, "seconds": r})
 
-    # -- full training step and inference ------------------------------------------------------
+
+def _steps(t):
+    """The full training step and inference at batch 10, 64 and 256."""
+    p = t.p
     fwd_flops, step_flops = C.net_flops_per_image()
-    p(f"\n## network3's two-conv ReLU net: training step (forward + backward + momentum update) "
-      f"and inference\n")
+    p("\n## network3's two-conv ReLU net: training step (forward + backward + momentum update) "
+      "and inference\n")
     p(f"FLOPs per image: {fwd_flops / 1e6:.2f} M forward, {step_flops / 1e6:.2f} M forward+backward.\n")
     p("| batch | pass | cpu | reference | torch NCHW | torch CL | cpu img/s | cpu GFLOP/s | "
       "vs reference | vs torch NCHW | vs torch CL | vs torch best |")
@@ -176,55 +201,58 @@ def main(argv=None):
     for batch in (10, 64, 256):
         steps = {"train": {}, "infer": {}}
         for dev in ("cpu", "reference"):
-            if dev == "reference" and args.quick and batch == 256:
+            if dev == "reference" and t.quick and batch == 256:
                 continue
             tr, inf = C.fastmom_step(dev, batch)
             steps["train"][dev], steps["infer"][dev] = tr, inf
-        if have_torch:
+        if t.have_torch:
             for key, cl in (("torch", False), ("torch_cl", True)):
-                tr, inf = C.torch_step(batch, cl, threads)
+                tr, inf = C.torch_step(batch, cl, t.threads)
                 steps["train"][key], steps["infer"][key] = tr, inf
         for kind, fns in steps.items():
-            r = C.measure(fns, min_time=min_time * 3, rounds=rounds)
+            r = C.measure(fns, min_time=t.min_time * 3, rounds=t.rounds)
             fl = step_flops if kind == "train" else fwd_flops
             cells = [fmt_time(r[k]) if k in r else "-" for k in ("cpu", "reference", "torch", "torch_cl")]
             p(f"| {batch} | {kind} | " + " | ".join(cells) +
               f" | {batch / r['cpu']:.0f} | {batch * fl / r['cpu'] / 1e9:.1f} | "
               f"{speedup(r, 'cpu', 'reference')} | {speedup(r, 'cpu', 'torch')} | "
               f"{speedup(r, 'cpu', 'torch_cl')} | {best_ratio(r)} |")
-            out["steps"].append({"batch": batch, "pass": kind, "seconds": r,
-                                 "images_per_second": {k: batch / v for k, v in r.items()},
-                                 "cpu_gflops": batch * fl / r["cpu"] / 1e9})
+            t.out["steps"].append({"batch": batch, "pass": kind, "seconds": r,
+                                   "images_per_second": {k: batch / v for k, v in r.items()},
+                                   "cpu_gflops": batch * fl / r["cpu"] / 1e9})
 
-    alone = torch_alone(threads, rounds, min_time) if have_torch else None
-    if have_torch:
-        out["torch_alone"] = alone
-        p("\n### The same, against PyTorch alone (fresh process, libgomp's default spinning)\n")
-        p("| batch | pass | cpu | torch NCHW alone | torch CL alone | vs torch NCHW | vs torch CL | "
-          "vs torch best |")
-        p("|---|---|---|---|---|---|---|---|")
-        for st in out["steps"]:
-            t = alone[str(st["batch"])][st["pass"]]
-            c = st["seconds"]["cpu"]
-            best = min(t.values())
-            p(f"| {st['batch']} | {st['pass']} | {fmt_time(c)} | {fmt_time(t['torch'])} | "
-              f"{fmt_time(t['torch_cl'])} | {t['torch'] / c:.2f}x | {t['torch_cl'] / c:.2f}x | "
-              f"{best / c:.2f}x |")
 
-    # -- momentum step -----------------------------------------------------------------------
+def _against_torch_alone(t, alone):
+    p = t.p
+    t.out["torch_alone"] = alone
+    p("\n### The same, against PyTorch alone (fresh process, libgomp's default spinning)\n")
+    p("| batch | pass | cpu | torch NCHW alone | torch CL alone | vs torch NCHW | vs torch CL | "
+      "vs torch best |")
+    p("|---|---|---|---|---|---|---|---|")
+    for st in t.out["steps"]:
+        a = alone[str(st["batch"])][st["pass"]]
+        c = st["seconds"]["cpu"]
+        best = min(a.values())
+        p(f"| {st['batch']} | {st['pass']} | {fmt_time(c)} | {fmt_time(a['torch'])} | "
+          f"{fmt_time(a['torch_cl'])} | {a['torch'] / c:.2f}x | {a['torch_cl'] / c:.2f}x | "
+          f"{best / c:.2f}x |")
+
+
+def _momentum(t, alone):
+    p = t.p
     bw = C.copy_bandwidth()
-    out["copy_bandwidth_GBps"] = bw
-    p(f"\n## Momentum step (momentum 0.9, weights-only L2; float32; 20 bytes/parameter)\n")
+    t.out["copy_bandwidth_GBps"] = bw
+    p("\n## Momentum step (momentum 0.9, weights-only L2; float32; 20 bytes/parameter)\n")
     p(f"Measured copy bandwidth (NumPy copy of 512 MiB, read + write): **{bw:.1f} GB/s**.\n")
     p("| parameters | cpu | reference | torch fused | torch foreach | torch fused alone | cpu GB/s | "
       "torch fused GB/s (alone) | vs reference | vs torch fused | vs torch foreach | vs torch fused alone |")
     p("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, src, n in _momentum_sizes():
-        fns = {"cpu": C.momentum_problem(cpu, n), "reference": C.momentum_problem(reference, n)}
-        if have_torch:
+        fns = {"cpu": C.momentum_problem(t.cpu, n), "reference": C.momentum_problem(t.reference, n)}
+        if t.have_torch:
             fns["torch_fused"] = C.torch_momentum_problem(src, fused=True)
             fns["torch_foreach"] = C.torch_momentum_problem(src, fused=False)
-        r = C.measure(fns, min_time=min_time, rounds=rounds)
+        r = C.measure(fns, min_time=t.min_time, rounds=t.rounds)
         if alone is not None:
             r["torch_fused_alone"] = alone[label]
         gbs = {k: 20 * n / v / 1e9 for k, v in r.items()}
@@ -235,10 +263,29 @@ def main(argv=None):
           f"{gbs.get('torch_fused_alone', float('nan')):.1f} | "
           f"{speedup(r, 'cpu', 'reference')} | {speedup(r, 'cpu', 'torch_fused')} | "
           f"{speedup(r, 'cpu', 'torch_foreach')} | {speedup(r, 'cpu', 'torch_fused_alone')} |")
-        out["momentum"].append({"params": n, "seconds": r, "GBps": gbs})
+        t.out["momentum"].append({"params": n, "seconds": r, "GBps": gbs})
 
-    text = "\n".join(lines) + "\n"
-    C.write_outputs(text, out, args.markdown, args.json)
+
+def main(argv=None):
+    args = _parse(argv)
+    if args.torch_alone:  # the child of torch_alone(): no fastmom in this process
+        return _torch_alone_main(args.threads, args.rounds, args.min_time)
+
+    from fastmom.backends import cpu
+    if cpu.is_available() is not True:
+        sys.exit(f"cpu backend not available: {cpu.is_available()}")
+    threads = args.threads or cpu.get_num_threads()
+    cpu.set_num_threads(threads)
+    t = _Table(args, argv, threads)
+    _header(t)
+    _kernels(t)
+    _steps(t)
+    alone = torch_alone(threads, t.rounds, t.min_time) if t.have_torch else None
+    if t.have_torch:
+        _against_torch_alone(t, alone)
+    _momentum(t, alone)
+    text = "\n".join(t.lines) + "\n"
+    C.write_outputs(text, t.out, args.markdown, args.json)
 
 
 if __name__ == "__main__":

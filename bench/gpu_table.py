@@ -1,6 +1,6 @@
 """GPU benchmarks of the cuda backend next to PyTorch, measured in one run.
 
-Run ``python bench/gpu_table.py --out DIR``: writes ``gpu_table.md`` and
+Run ``python -m bench.gpu_table --out DIR`` (from the repository root): writes ``gpu_table.md`` and
 ``gpu_table.json`` (medians of device-event timings, ratios, GPU name, date).
 
 * each layer pass and the full training step of network3's two-conv ReLU net
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import pathlib
 import statistics
 import sys
@@ -224,6 +223,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import cupy
 
+    from fastmom._io import atomic_write, write_json
+
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     props = cupy.cuda.runtime.getDeviceProperties(0)
@@ -264,8 +265,8 @@ def main(argv=None):
         lines.append(f"| {int(n):.0e} | {m['fastmom GB/s']:.0f} | {m['copy GB/s']:.0f} | "
                      f"{100 * m['fastmom GB/s'] / m['copy GB/s']:.0f}% | {m['torch fused SGD GB/s']:.0f} | "
                      f"{m['torch ms'] / m['fastmom ms']:.2f}x |")
-    (out / "gpu_table.md").write_text("\n".join(lines) + "\n")
-    (out / "gpu_table.json").write_text(json.dumps(report, indent=2, default=str))
+    atomic_write(out / "gpu_table.md", lambda f: f.write("\n".join(lines) + "\n"), text=True)
+    write_json(out / "gpu_table.json", report, default=str, newline=False)
     print("\n".join(lines))
     return report
 

@@ -2,15 +2,11 @@
 PyTorch (no timed assertions; compare with ``--benchmark-group-by=group``).
 
 Run: ``python -m pytest bench/test_bench_cpu.py --benchmark-only``. For one side-by-side
-table with ratios, use ``python bench/cpu_table.py``.
+table with ratios, use ``python -m bench.cpu_table``.
 """
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 pytest.importorskip("pytest_benchmark")
 

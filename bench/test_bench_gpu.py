@@ -2,11 +2,9 @@
 
 ``pytest bench/test_bench_gpu.py`` runs bench/gpu_table.py with few repetitions and
 small sizes and checks that the table and its JSON are written and sane; the full
-measurement is ``python bench/gpu_table.py`` (see bench/gpu_all.sh).
+measurement is ``python -m bench.gpu_table`` (see bench/gpu_all.sh).
 """
 import json
-import pathlib
-import sys
 
 import pytest
 
@@ -22,8 +20,7 @@ def test_gpu_table_runs(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("PyTorch has no CUDA device")
-    sys.path.insert(0, str(pathlib.Path(__file__).parent))
-    import gpu_table
+    from bench import gpu_table
 
     report = gpu_table.main(["--out", str(tmp_path), "--reps", "3", "--batches", "10", "64",
                              "--sizes", "1e6", "--no-compile"])

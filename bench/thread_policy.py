@@ -1,8 +1,8 @@
 """The cpu backend's threading policy under load: why the default is what it is.
 
-Usage::
+Usage, from the repository root (``python bench/thread_policy.py ...`` works too)::
 
-    python bench/thread_policy.py [--markdown out.md] [--json out.json]
+    python -m bench.thread_policy [--markdown out.md] [--json out.json]
 
 Measures network3's training step (batch 10 and 64, float32, median of interleaved
 rounds) with 0, 1 and 2 other processes keeping cores busy (each a Python busy loop),
@@ -26,11 +26,16 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+if __package__:  # python -m bench.thread_policy
+    from . import common as C
+else:  # python bench/thread_policy.py: Python itself puts bench/ first on the path
+    import common as C
 
-import common as C  # noqa: E402
+#: The directory that holds ``bench/``: ``python -m bench.thread_policy`` runs from there.
+ROOT = Path(__file__).resolve().parent.parent
+
 POLICIES = [
     ("auto (default)", {}),
     ("2 threads, spin", {"FASTMOM_NUM_THREADS": "2"}),
@@ -56,8 +61,8 @@ def _measure(env_extra):
     env = {k: v for k, v in os.environ.items()
            if k not in ("FASTMOM_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(env_extra)
-    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"], env=env,
-                         check=True, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "bench.thread_policy", "--child"], env=env,
+                         cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(res.stdout)
 
 
@@ -85,7 +90,7 @@ def main(argv=None):
                 p.kill()
                 p.wait()
     lines = [f"# cpu backend threading policy under load ({datetime.datetime.now().isoformat(timespec='seconds')})",
-             "", f"- cores available: {len(os.sched_getaffinity(0))}; command: `python bench/thread_policy.py`",
+             "", f"- cores available: {len(os.sched_getaffinity(0))}; command: `python -m bench.thread_policy`",
              "- network3's training step, float32, median ms per step; other processes are busy loops", "",
              "| other busy processes | policy | " + " | ".join(f"batch {b}" for b in BATCHES)
              + " | threads used at the end |",
