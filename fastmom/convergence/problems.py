@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 __all__ = ["DEFAULT_ETAS", "RESULT_PREFIX", "OptimizerSpec", "Problem", "PROBLEMS",
-           "PROBLEM_ALIASES", "QUICK", "resolve_problems", "build_network", "load_problem_data"]
+           "PROBLEM_ALIASES", "QUICK", "parse_optimizers", "resolve_problems", "build_network",
+           "load_problem_data", "setting_name"]
 
 #: Half-decade log grid over [1e-3, 3e-1] (six values).
 DEFAULT_ETAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
@@ -72,7 +73,8 @@ class OptimizerSpec:
         return cls(kind, mu, schedule)
 
 
-def _specs(names):
+def parse_optimizers(names):
+    """``OptimizerSpec`` of each name (see :meth:`OptimizerSpec.parse`); a duplicate is an error."""
     specs = [OptimizerSpec.parse(n) for n in names]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):

@@ -13,7 +13,7 @@ import numpy as np
 from .._machine import load_average, machine_info, source_commit
 from ._text import pct
 from .metrics import SELECTION_CRITERIA, summarize_document
-from .problems import PROBLEMS, RESULT_PREFIX, OptimizerSpec, _specs, build_network, load_problem_data
+from .problems import PROBLEMS, RESULT_PREFIX, OptimizerSpec, parse_optimizers, build_network, load_problem_data
 from .report import write_reports, write_result_json
 
 __all__ = ["run_one", "run_suite"]
@@ -137,7 +137,7 @@ def _eta_grids(specs, etas, problem):
 
 
 def _make_grid(problem, optimizers, etas, seeds, epochs, batch_sizes):
-    specs = _specs(optimizers or problem.optimizers)
+    specs = parse_optimizers(optimizers or problem.optimizers)
     return _Grid(specs=specs, etas=_eta_grids(specs, etas, problem),
                  seeds=tuple(int(s) for s in (seeds if seeds is not None else problem.seeds)),
                  epochs=int(epochs or problem.epochs),
@@ -150,7 +150,7 @@ def _is_reduced(problem, grid, subset):
             or grid.epochs != problem.epochs or len(grid.seeds) < len(problem.seeds)
             or tuple(grid.batch_sizes) != problem.batch_sizes
             # more optimizers or etas than the default grid is not a reduction
-            or not {s.label for s in _specs(problem.optimizers)} <= {s.label for s in grid.specs}
+            or not {s.label for s in parse_optimizers(problem.optimizers)} <= {s.label for s in grid.specs}
             or any(not set(problem.etas) <= set(g) for g in grid.etas.values()))
 
 
