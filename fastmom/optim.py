@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import math
 
+from . import _validate
 from .params import ParamBuffer
 
-__all__ = ["MomentumSGD", "check_eta"]
+__all__ = ["MomentumSGD", "check_eta", "check_lmbda"]
+
+
+def _hyper_parameter(name, doc):
+    """A property over ``_<name>`` whose setter checks through :meth:`MomentumSGD.configure`."""
+    return property(lambda self: getattr(self, "_" + name), lambda self, value: self.configure(**{name: value}),
+                    doc=doc)
 
 
 class MomentumSGD:
@@ -46,10 +53,16 @@ class MomentumSGD:
         ``0.5*lmbda*sum(||w||^2)/num_training_batches``.
     num_training_batches : int, default 1
 
+    The hyper-parameters are properties checked on assignment; :meth:`configure` sets
+    several at once and :meth:`hyper_parameters` returns them (a
+    :class:`~fastmom.Trainer` forwards its ``eta``, ``momentum``, ... here and stores this
+    dict in its checkpoints).
+
     Attributes
     ----------
     velocity : 1-D array or None
-        Persistent state, zero at the start, the same layout as the parameters.
+        Persistent state, zero at the start, the same layout as the parameters; None
+        while ``momentum`` is 0.
     """
 
     def __init__(self, params, eta, momentum=0.9, nesterov=False, lmbda=0.0, num_training_batches=1):
@@ -58,35 +71,57 @@ class MomentumSGD:
             raise TypeError("params must be a fastmom Network or its ParamBuffer (net.flat)")
         self.flat = flat
         self.backend = flat.backend
-        self.eta = eta
-        self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0:
+        self.velocity = None
+        self._apply(eta, momentum, nesterov, lmbda, num_training_batches)
+
+    # -- hyper-parameters: this object is their one owner ----------------------------------
+
+    HYPER_PARAMETERS = ("eta", "momentum", "nesterov", "lmbda", "num_training_batches")
+
+    def configure(self, **values):
+        """Set any of :attr:`HYPER_PARAMETERS` at once, all checked before any is set
+        (so ``momentum=0, nesterov=False`` works from a Nesterov state)."""
+        unknown = set(values) - set(self.HYPER_PARAMETERS)
+        if unknown:
+            raise TypeError(f"unknown hyper-parameter(s) {sorted(unknown)}; expected {self.HYPER_PARAMETERS}")
+        self._apply(**dict(self.hyper_parameters(), **values))
+
+    def _apply(self, eta, momentum, nesterov, lmbda, num_training_batches):
+        eta = check_eta(eta)
+        momentum = _validate.unit_interval("momentum", momentum)
+        nesterov = bool(nesterov)
+        if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.lmbda = _check_range("lmbda", lmbda, 0.0, math.inf)
-        ntb = int(num_training_batches)
-        if ntb < 1 or ntb != num_training_batches:
-            raise ValueError(f"num_training_batches must be a positive int, got {num_training_batches!r}")
-        self.num_training_batches = ntb
-        self.velocity = self.backend.zeros((flat.size,), flat.dtype) if self.momentum else None
+        lmbda = check_lmbda(lmbda)
+        ntb = _validate.positive_int("num_training_batches", num_training_batches)
+        self._eta, self._momentum, self._nesterov, self._lmbda = eta, momentum, nesterov, lmbda
+        self._num_training_batches = ntb
+        if momentum == 0:
+            self.velocity = None
+        elif self.velocity is None:
+            self.velocity = self.backend.zeros((self.flat.size,), self.flat.dtype)
 
-    @property
-    def eta(self):
-        return self._eta
+    def hyper_parameters(self):
+        """``{eta, momentum, nesterov, lmbda, num_training_batches}`` (JSON-able)."""
+        return {"eta": self._eta, "momentum": self._momentum, "nesterov": self._nesterov,
+                "lmbda": self._lmbda, "num_training_batches": self._num_training_batches}
 
-    @eta.setter
-    def eta(self, value):
-        self._eta = check_eta(value)
+    eta = _hyper_parameter("eta", "The learning rate (finite, > 0).")
+    momentum = _hyper_parameter("momentum", "In [0, 1); setting it > 0 allocates a zero velocity if there is "
+                                            "none, 0 drops the velocity.")
+    nesterov = _hyper_parameter("nesterov", "Nesterov's update (needs momentum > 0).")
+    lmbda = _hyper_parameter("lmbda", "network3's L2 coefficient (finite, >= 0).")
+    num_training_batches = _hyper_parameter("num_training_batches", "What ``lmbda`` is divided by.")
 
     @property
     def decay(self):
         """The per-step weight-decay coefficient ``lmbda / num_training_batches``."""
-        return self.lmbda / self.num_training_batches
+        return self._lmbda / self._num_training_batches
 
     def step(self):
         """Apply one update from ``flat.grad`` to ``flat.data`` (and the velocity)."""
         self.backend.momentum_step(self.flat.data, self.flat.grad, self.velocity, self._eta,
-                                   self.momentum, self.nesterov, self.decay, self.flat.n_weights)
+                                   self._momentum, self._nesterov, self.decay, self.flat.n_weights)
 
     def reset(self):
         """Zero the velocity (a fresh start from the current parameters)."""
@@ -94,20 +129,21 @@ class MomentumSGD:
             self.velocity[...] = 0
 
 
-def _check_range(name, value, lo, hi):
-    v = float(value)
-    if not (lo <= v < hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}), got {value!r}")
-    return v
-
-
-
 def check_eta(value):
     """Return ``value`` as a float, or raise ValueError unless it is finite and > 0."""
+    return _finite("eta", value, "a finite number > 0", lambda v: v > 0)
+
+
+def check_lmbda(value):
+    """Return ``value`` as a float, or raise ValueError unless it is finite and >= 0."""
+    return _finite("lmbda", value, ">= 0 and finite", lambda v: v >= 0)
+
+
+def _finite(name, value, what, in_range):
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"eta must be a finite number > 0, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"eta must be a finite number > 0, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if not (in_range(v) and math.isfinite(v)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return v
