@@ -21,5 +21,5 @@ PYTHONPATH="$tmp" "$PYTHON" -c "
 from fastmom.backends import cpu
 assert cpu.__file__.startswith('$tmp'), cpu.__file__
 assert not cpu._k.direct_conv_applies(500, 2, 2), 'the portable build has the AVX2 direct kernel'"
-PYTHONPATH="$tmp" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py
+PYTHONPATH="$tmp" "$PYTHON" -m pytest -q -p no:cacheprovider tests/backends/test_cpu.py tests/backends/test_parity.py -k "not emulated and not gpu"
 echo "== portable build: kernel tests passed"

@@ -2,6 +2,7 @@
 
 >>> from fastmom import Network, ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer, ReLU
 """
+from ._version import __version__
 from .activations import ReLU, linear, sigmoid, tanh
 from .backends import DeviceError, available_devices, get_backend
 from .data import load_data_shared
@@ -15,7 +16,6 @@ from . import checkpoint as _checkpoint
 # so the class that load_network builds by default is named here
 _checkpoint.default_network_type = Network
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",

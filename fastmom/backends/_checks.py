@@ -1,7 +1,8 @@
 """Argument checks shared by every backend's kernel wrappers.
 
-Compiled kernels index raw memory without bounds checks, so each wrapper calls the
-matching ``check_*`` function first: it raises ``TypeError`` for a wrong dtype and
+Compiled kernels index raw memory without bounds checks, so each backend's wrapper of a
+primitive first calls the function of the same name here (``_checks.conv_pool_forward``
+for ``conv_pool_forward``, ...): it raises ``TypeError`` for a wrong dtype and
 ``ValueError`` for a wrong shape, a non-contiguous array or a bad value, naming the
 argument, before any ``nogil`` or CUDA code runs. This is the one place where the
 kernels' shape contracts are written down.

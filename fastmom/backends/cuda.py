@@ -9,7 +9,7 @@ returns 0-d device arrays, read by the host only when ``float()``/``int()`` asks
 CuPy is optional: this module imports without it, and :func:`is_available` then
 says why the backend cannot be used. The host-side logic (argument checks, launch
 shapes, workspaces) lives in :class:`Kernels`, which is parameterised by the array
-module and a launch function, so that :mod:`fastmom.cuda_emulation` runs exactly
+module and a launch function, so that :mod:`fastmom.backends.cuda_emulation` runs exactly
 this code on NumPy arrays with the kernels compiled for the CPU.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ import tempfile
 
 import numpy as np
 
-from .backends import cuda as _cuda
+from . import cuda as _cuda
 
 __all__ = ["EmulationError", "Emulator", "build", "kernels", "compiler", "symbol"]
 

@@ -78,7 +78,7 @@ cdef inline real _act(real z, int act) noexcept nogil:
 
 
 cdef inline real _dact(real y, int act) noexcept nogil:
-    """Derivative of the activation expressed through its output ``y`` (rows.h)."""
+    """Derivative of the activation expressed through its output ``y`` (fastmom_dact in pool_impl.h)."""
     if real is float:
         return fastmom_dact_f(y, act)
     else:

@@ -19,10 +19,7 @@ import pytest
 from fastmom import data
 from fastmom.data import DataError
 
-try:
-    from tests._http import FileServer
-except ImportError:  # tests/ run as a plain directory on sys.path
-    from _http import FileServer
+from _http import FileServer  # tests/data/_http.py (pytest puts this directory on sys.path)
 
 
 # Published SHA-256 of the bundled sample (shared/data/README.md).

@@ -26,8 +26,9 @@ cpu = pytest.importorskip("fastmom.backends.cpu")
 if cpu.is_available() is not True:
     pytest.skip(f"cpu backend not built: {cpu.is_available()}", allow_module_level=True)
 
-ACTS = ("sigmoid", "tanh", "relu", "linear")
-RTOL = {np.float64: 1e-9, np.float32: 2e-4}
+from backend_cases import ACTS  # noqa: E402
+from backend_cases import FUZZ_RTOL as RTOL  # noqa: E402
+
 SCALES = (1e-12, 1e-3, 1.0, 1e3, 1e12)
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -336,7 +337,7 @@ def test_cpu_views_refused_or_correct(data):
 
 def _emulated():
     try:
-        from fastmom import cuda_emulation as ce
+        from fastmom.backends import cuda_emulation as ce
     except ImportError as exc:
         pytest.skip(f"no CUDA emulation module: {exc}")
     if ce.compiler() is None:
