@@ -91,9 +91,7 @@ def source_commit():
     install or a checkout on the path): an installed copy inside some other
     repository (a virtual environment in a project) has no commit of its own.
     """
-    import fastmom
-
-    package = Path(fastmom.__file__).resolve().parent
+    package = Path(__file__).resolve().parent  # this module's package: fastmom
     top = _git("-C", str(package), "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() / package.name != package:
         return None
@@ -120,7 +118,7 @@ def _thread_count(backend):
 def machine_info(device=None):
     """Library version, backend, threads and a description of this machine (the
     ``meta`` of a convergence result file)."""
-    from . import __version__
+    from ._version import __version__
     from .backends import get_backend
 
     backend = get_backend(device)

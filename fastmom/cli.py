@@ -80,9 +80,9 @@ def _parser():
 
 
 def _setup(args):
-    from . import Network
     from .data import load_dataset
     from .models import build_layers
+    from .network import Network
     if args.threads is not None:
         from .backends import get_backend
         be = get_backend("cpu")

@@ -191,8 +191,8 @@ def build_network(arch, batch_size, device=None, seed=None):
     -------
     fastmom.Network
     """
-    from .. import Network
     from ..models import build_layers
+    from ..network import Network
 
     return Network(build_layers(arch, batch_size), batch_size, device=device, seed=seed)
 
