@@ -30,7 +30,7 @@ name = "cuda"
 KERNELS = (
     "fm_conv_pool_fwd", "fm_conv_unpool", "fm_conv_wgrad_partial", "fm_conv_wgrad_finalize", "fm_conv_dgrad",
     "fm_bias_act", "fm_dense_dz_db", "fm_apply_mask", "fm_bernoulli_mask",
-    "fm_softmax_nll_fwd", "fm_softmax_nll_bwd", "fm_momentum_step",
+    "fm_softmax_nll_fwd", "fm_softmax_nll_bwd", "fm_momentum_step", "fm_sum_squares",
 )
 #: the template instantiations compiled by RawModule (importable without CuPy)
 NAME_EXPRESSIONS = tuple(f"{k}<{t}>" for k in KERNELS for t in ("float", "double"))
@@ -42,6 +42,8 @@ COMPILE_OPTIONS = ("-std=c++17",)
 CONV_FG = 8         # filters per block of the conv kernels (fm::CONV_FG in conv.cu)
 _THREADS = 256      # block size of the 1-D kernels (a power of two: fm::block_sum)
 SHARED_LIMIT = 48 * 1024
+#: CUDA's grid limits (every compute capability fastmom supports): gridDim.x, .y, .z
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
 
 
 def source_dir() -> pathlib.Path:
@@ -88,6 +90,27 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
+def grid(kernel, x, y=1, z=1, what=("elements", "rows", "images")):
+    """The launch grid ``(x, y, z)`` of ``kernel``, checked against :data:`GRID_LIMITS`.
+
+    Every launch shape is built here, before the primitive launches anything, so an
+    oversized problem (e.g. a ``mini_batch_size`` over 65535 on the conv kernels,
+    whose gridDim.z is the batch) is a ValueError naming the limit instead of a
+    launch failure half-way through a pass.
+
+    Parameters
+    ----------
+    what : tuple of str
+        What each grid dimension counts, for the message.
+    """
+    dims = tuple(int(v) for v in (x, y, z))
+    for axis, (v, limit, name) in enumerate(zip(dims, GRID_LIMITS, what)):
+        if not 1 <= v <= limit:
+            raise ValueError(f"{kernel}: gridDim.{'xyz'[axis]} would be {v} ({name}), outside CUDA's "
+                             f"limit of 1..{limit}; split the problem (e.g. a smaller mini_batch_size)")
+    return dims
+
+
 class Kernels:
     """Host side of the CUDA kernels: checks, launch shapes, workspaces.
 
@@ -107,33 +130,47 @@ class Kernels:
     def __init__(self, xp, launch, address, n_sm):
         self.xp, self._launch, self._address, self.n_sm = xp, launch, address, int(n_sm)
         self._ws = {}
-        self._dummy_labels = None
+        #: what the host side did, for tests and benchmarks: ``launches`` (kernels of
+        #: this module), ``library_calls`` (cuBLAS products, random draws),
+        #: ``allocations`` (arrays this object allocated) and ``syncs`` (device scalars
+        #: read by the host, each a wait for the stream)
+        self.counts = dict.fromkeys(("launches", "library_calls", "allocations", "syncs"), 0)
 
     # -- helpers ---------------------------------------------------------------------
 
     def launch(self, kernel, dtype, grid, block, args, shared_mem=0):
+        """Launch ``kernel<dtype>``; ``grid`` comes from :func:`grid` (already checked)."""
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
+        self.counts["launches"] += 1
         self._launch(f"{kernel}<{_ctype(dtype)}>", grid, block, tuple(args), int(shared_mem))
 
-    def _grid_1d(self, n):
+    def _grid_1d(self, kernel, n):
         # enough blocks to fill the device a few times over; the kernels grid-stride
-        return (max(1, min(_ceil_div(n, _THREADS), 8 * self.n_sm)),)
+        return grid(kernel, max(1, min(_ceil_div(n, _THREADS), 8 * self.n_sm)))
+
+    def _alloc(self, shape, dtype):
+        # the one place this object allocates device memory: counted, so a test can
+        # prove that a training step after the first allocates nothing
+        self.counts["allocations"] += 1
+        return self.xp.empty(shape, dtype=dtype)
 
     def workspace(self, tag, shape, dtype):
         """A cached scratch array (allocated once per shape: nothing per step)."""
         key = (tag, tuple(shape), np.dtype(dtype).str)
         a = self._ws.get(key)
         if a is None:
-            a = self._ws[key] = self.xp.empty(shape, dtype=dtype)
+            a = self._ws[key] = self._alloc(shape, dtype)
         return a
 
     def _labels(self, labels):
         if labels is None:
-            if self._dummy_labels is None:
-                self._dummy_labels = self.xp.zeros((1,), dtype=np.int64)
-            return self._dummy_labels
-        return labels if labels.dtype == np.int64 else labels.astype(np.int64)
+            return self.workspace("no_labels", (1,), np.int64)  # never read: has_labels = 0
+        if labels.dtype == np.int64:
+            return labels
+        out = self.workspace("labels", labels.shape, np.int64)
+        out[...] = labels
+        return out
 
     # -- convolution + max-pool ------------------------------------------------------
 
@@ -156,9 +193,10 @@ class Kernels:
         if shared > SHARED_LIMIT:
             raise ValueError(f"filter {kh}x{kw} with pool {ph}x{pw} needs {shared} bytes of shared memory "
                              f"per block, over the {SHARED_LIMIT} the cuda backend uses")
-        grid = (_ceil_div(PH, tph) * _ceil_div(PW, tpw), _ceil_div(f, CONV_FG), n)
+        g = grid("fm_conv_pool_fwd", _ceil_div(PH, tph) * _ceil_div(PW, tpw), _ceil_div(f, CONV_FG), n,
+                 ("output tiles", "filter groups", "images"))
         i32 = np.int32
-        self.launch("fm_conv_pool_fwd", x.dtype, grid, (th * tw,),
+        self.launch("fm_conv_pool_fwd", x.dtype, g, (th * tw,),
                     (x, w, b, y, argmax, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(PH), i32(PW),
                      i32(ph), i32(pw), i32(tph), i32(tpw), i32(_activations.code(act))), shared)
 
@@ -167,22 +205,28 @@ class Kernels:
             x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=self.xp)
         ph, pw = _checks.pool(poolsize)
         dt, i32 = x.dtype, np.int32
-        dz = self.workspace("conv_dz", (n, f, oh, ow), dt)
-        self.launch("fm_conv_unpool", dt, self._grid_1d(dz.size), (_THREADS,),
-                    (y, argmax, dy, dz, np.int64(n * f), i32(oh), i32(ow), i32(PH), i32(PW), i32(ph), i32(pw),
-                     i32(_activations.code(act))))
         # split the batch so that about 4 blocks per SM share the weight-gradient sums
         nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, f * c)))
+        nw = f * c * kh * kw
+        # every grid first: a shape CUDA cannot launch fails before the first kernel runs
+        g_unpool = self._grid_1d("fm_conv_unpool", n * f * oh * ow)
+        g_partial = grid("fm_conv_wgrad_partial", f * c, nsplit, 1, ("filter-channel pairs", "batch slices", ""))
+        g_final = self._grid_1d("fm_conv_wgrad_finalize", nw + f)
+        g_dgrad = None if dx is None else grid("fm_conv_dgrad", _ceil_div(h * wd, _THREADS), c, n,
+                                               ("pixel blocks", "channels", "images"))
+        dz = self.workspace("conv_dz", (n, f, oh, ow), dt)
+        self.launch("fm_conv_unpool", dt, g_unpool, (_THREADS,),
+                    (y, argmax, dy, dz, np.int64(n * f), i32(oh), i32(ow), i32(PH), i32(PW), i32(ph), i32(pw),
+                     i32(_activations.code(act))))
         wpart = self.workspace("conv_wpart", (nsplit, f * c * kh * kw), dt)
         bpart = self.workspace("conv_bpart", (nsplit, f), dt)
-        self.launch("fm_conv_wgrad_partial", dt, (f * c, nsplit), (_THREADS,),
+        self.launch("fm_conv_wgrad_partial", dt, g_partial, (_THREADS,),
                     (x, dz, wpart, bpart, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh),
                      i32(ow), i32(nsplit)))
-        nw = f * c * kh * kw
-        self.launch("fm_conv_wgrad_finalize", dt, self._grid_1d(nw + f), (_THREADS,),
+        self.launch("fm_conv_wgrad_finalize", dt, g_final, (_THREADS,),
                     (wpart, bpart, dw, db, np.int64(nw), i32(f), i32(nsplit)))
         if dx is not None:
-            self.launch("fm_conv_dgrad", dt, (_ceil_div(h * wd, _THREADS), c, n), (_THREADS,),
+            self.launch("fm_conv_dgrad", dt, g_dgrad, (_THREADS,),
                         (dz, w, dx, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow)),
                         CONV_FG * kh * kw * x.itemsize)
 
@@ -190,16 +234,19 @@ class Kernels:
 
     def dense_forward(self, x, w, b, act, y, scale=1.0):
         n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, scale, xp=self.xp)
+        g = self._grid_1d("fm_bias_act", n * n_out)
+        self.counts["library_calls"] += 1
         self.xp.matmul(x, w, out=y)
-        self.launch("fm_bias_act", x.dtype, self._grid_1d(n * n_out), (_THREADS,),
+        self.launch("fm_bias_act", x.dtype, g, (_THREADS,),
                     (y, b, np.int64(n), np.int32(n_out), x.dtype.type(scale),
                      np.int32(_activations.code(act))))
 
     def dense_backward(self, x, w, y, dy, act, dw, db, dx):
         n, n_in, n_out = _checks.dense_backward(x, w, y, dy, act, dw, db, dx, xp=self.xp)
         dz = self.workspace("dense_dz", (n, n_out), x.dtype)
-        self.launch("fm_dense_dz_db", x.dtype, (_ceil_div(n_out, 32),), (32, 8),
+        self.launch("fm_dense_dz_db", x.dtype, grid("fm_dense_dz_db", _ceil_div(n_out, 32)), (32, 8),
                     (dy, y, dz, db, np.int32(n), np.int32(n_out), np.int32(_activations.code(act))))
+        self.counts["library_calls"] += 1 + (dx is not None)
         self.xp.matmul(x.T, dz, out=dw)
         if dx is not None:
             self.xp.matmul(dz, w.T, out=dx)
@@ -210,23 +257,35 @@ class Kernels:
         if not (0 < keep <= 1):
             raise ValueError(f"keep probability must be in (0, 1], got {keep!r}")
         _checks.float_array("out", out, out.ndim, xp=self.xp)
-        u = rng.random(out.shape, dtype=out.dtype)
-        self.launch("fm_bernoulli_mask", out.dtype, self._grid_1d(out.size), (_THREADS,),
+        g = self._grid_1d("fm_bernoulli_mask", out.size)
+        # the uniform draws land in a workspace: the same stream as rng.random(shape)
+        u = self.workspace("dropout_u", out.shape, out.dtype)
+        self.counts["library_calls"] += 1
+        rng.random(dtype=out.dtype, out=u)
+        self.launch("fm_bernoulli_mask", out.dtype, g, (_THREADS,),
                     (u, out, np.int64(out.size), out.dtype.type(keep)))
 
     def apply_mask(self, x, mask, out):
         _checks.apply_mask(x, mask, out, xp=self.xp)
-        self.launch("fm_apply_mask", x.dtype, self._grid_1d(x.size), (_THREADS,),
+        self.launch("fm_apply_mask", x.dtype, self._grid_1d("fm_apply_mask", x.size), (_THREADS,),
                     (x, mask, out, np.int64(x.size)))
 
     # -- softmax + NLL -------------------------------------------------------------
 
     def softmax_nll_forward(self, z, labels, probs):
+        """``(cost, correct)`` as 0-d device arrays, or ``(None, None)`` without labels.
+
+        The two scalars are workspaces of this object, one pair per ``(shape, dtype)``
+        of ``z``: they hold this call's values until the next call on the same
+        shape, which overwrites them. Read them (``float()``, or ``total + cost``,
+        which copies) before that.
+        """
         n, k = _checks.softmax_nll_forward(z, labels, probs, xp=self.xp)
-        cost = self.xp.empty((), dtype=np.float64)
-        correct = self.xp.empty((), dtype=np.int32)
+        key = (z.shape, z.dtype.str)
+        cost = self.workspace(("softmax_cost", key), (), np.float64)
+        correct = self.workspace(("softmax_correct", key), (), np.int32)
         # one block: the reductions to the two scalars stay in one launch, in a fixed order
-        self.launch("fm_softmax_nll_fwd", z.dtype, (1,), (_THREADS,),
+        self.launch("fm_softmax_nll_fwd", z.dtype, grid("fm_softmax_nll_fwd", 1), (_THREADS,),
                     (z, self._labels(labels), probs, cost, correct, np.int32(n), np.int32(k),
                      np.int32(labels is not None)))
         if labels is None:
@@ -235,7 +294,7 @@ class Kernels:
 
     def softmax_nll_backward(self, probs, labels, dz):
         n, k = _checks.softmax_nll_backward(probs, labels, dz, xp=self.xp)
-        self.launch("fm_softmax_nll_bwd", probs.dtype, self._grid_1d(n * k), (_THREADS,),
+        self.launch("fm_softmax_nll_bwd", probs.dtype, self._grid_1d("fm_softmax_nll_bwd", n * k), (_THREADS,),
                     (probs, self._labels(labels), dz, np.int32(n), np.int32(k)))
 
     # -- optimizer ---------------------------------------------------------------------
@@ -259,13 +318,28 @@ class Kernels:
         n = p.shape[0]
         units = max(nvec, head + n - head - nvec * (16 // p.itemsize))
         t = p.dtype.type
-        self.launch("fm_momentum_step", p.dtype, self._grid_1d(units), (_THREADS,),
+        self.launch("fm_momentum_step", p.dtype, self._grid_1d("fm_momentum_step", units), (_THREADS,),
                     (p, g, v if momentum != 0 else p, np.int64(n), np.int64(n_decay), np.int64(head),
                      np.int64(nvec), t(eta), t(momentum), t(decay), np.int32(bool(nesterov))))
 
     def sum_squares(self, a):
+        """``sum(a**2)`` as a Python float, accumulated in float64 (the reference's
+        semantics: float32 squares summed in float32 lose digits and overflow).
+
+        Two launches of one kernel: per-block partial sums of squares, then one block
+        summing the partials; a fixed order, so the result is reproducible.
+        """
         r = a.ravel()
-        return float(self.xp.dot(r, r))
+        if r.dtype not in (np.float32, np.float64):
+            raise TypeError(f"sum_squares needs a float32 or float64 array, got {r.dtype}")
+        g = self._grid_1d("fm_sum_squares", r.size)
+        partial = self.workspace("sum_squares_partial", g[:1], np.float64)
+        total = self.workspace("sum_squares_total", (1,), np.float64)
+        self.launch("fm_sum_squares", r.dtype, g, (_THREADS,), (r, partial, np.int64(r.size), np.int32(1)))
+        self.launch("fm_sum_squares", np.float64, grid("fm_sum_squares", 1), (_THREADS,),
+                    (partial, total, np.int64(g[0]), np.int32(0)))
+        self.counts["syncs"] += 1
+        return float(total[0])
 
 
 # -- the CuPy-backed module interface ------------------------------------------------
@@ -301,21 +375,39 @@ def is_available():
     return True
 
 
-def _module():
-    cupy = _cupy()
-    dev = cupy.cuda.Device().id
-    cache = getattr(_module, "cache", None)
-    if cache is None:
-        cache = _module.cache = {}
-    mod = cache.get(dev)
+def rawmodule_options():
+    """The options fastmom gives ``cupy.RawModule`` (CuPy adds its own to them)."""
+    return COMPILE_OPTIONS + (f"-I{source_dir()}",)
+
+
+_modules = {}     # device id -> RawModule
+_functions = {}   # (device id, name expression) -> RawKernel
+
+
+def _module(dev):
+    mod = _modules.get(dev)
     if mod is None:
-        opts = COMPILE_OPTIONS + (f"-I{source_dir()}",)
-        mod = cache[dev] = cupy.RawModule(code=module_source(), options=opts, name_expressions=NAME_EXPRESSIONS)
+        mod = _modules[dev] = _cupy().RawModule(code=module_source(), options=rawmodule_options(),
+                                                name_expressions=NAME_EXPRESSIONS)
     return mod
 
 
+def _function(expr):
+    """The compiled kernel ``expr`` on the current device, looked up once.
+
+    ``RawModule.get_function`` builds a new ``RawKernel`` on every call and resolves
+    it at once (``cuModuleGetFunction`` and device queries); the RawKernel it returns
+    keeps its function per device, so it is kept here and reused for every launch.
+    """
+    key = (_cupy().cuda.runtime.getDevice(), expr)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = _functions[key] = _module(key[0]).get_function(expr)
+    return fn
+
+
 def _cupy_launch(expr, grid, block, args, shared_mem):
-    _module().get_function(expr)(grid, block, args, shared_mem=shared_mem)
+    _function(expr)(grid, block, args, shared_mem=shared_mem)
 
 
 def kernels():

@@ -55,3 +55,20 @@ __global__ void fm_momentum_step(FM_PTR(T) p, FM_PTR(const T) g, FM_PTR(T) v, lo
         if (use_v) v[i] = vi;
     }
 }
+
+// out[blockIdx.x] = the sum over this block's grid-stride share of x of x^2 (square != 0)
+// or of x (square == 0), accumulated in double whatever T is: the reference's float64
+// semantics. The host launches it twice: over the array (squares, one partial per
+// block), then one block over the partials (plain sum). Fixed order: reproducible.
+template <typename T>
+__global__ void fm_sum_squares(FM_PTR(const T) x, FM_PTR(double) out, long long n, int square) {
+    FM_SHARED(double, red, 256);
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    double acc = 0.0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const double v = double(T(x[i]));
+        acc += square ? v * v : v;
+    }
+    const double total = fm::block_sum(red, acc);
+    if (threadIdx.x == 0) out[blockIdx.x] = total;
+}

@@ -158,15 +158,10 @@ def test_momentum_plan_uses_packs_when_aligned(emu):
     assert emu.momentum_plan(a[1:], a[:-1], a[1:], 0.9) == (99, 0)
 
 
-def test_emulated_training_steps_match_reference():
-    """A tiny conv net: a few SGD steps through the Network with the emulated kernels."""
-    import fastmom
-    from fastmom import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
-    from fastmom.backends import cuda
+def _emulated_backend(emu):
+    """The reference module with the cuda backend's kernels (``emu``) swapped in."""
 
-    emu = ce.kernels(n_sm=2)
-
-    class EmuBackend:  # the reference module with the cuda backend's kernels swapped in
+    class EmuBackend:
         pass
 
     be = EmuBackend()
@@ -177,31 +172,156 @@ def test_emulated_training_steps_match_reference():
                  "apply_mask", "softmax_nll_forward", "softmax_nll_backward", "momentum_step"):
         setattr(be, attr, getattr(emu, attr))
     be.name = "cuda-emulated"
+    return be
 
-    def make(backend):
-        layers = [ConvPoolLayer((4, 1, 3, 3), (5, 1, 11, 11), (2, 2), fastmom.ReLU),
-                  FullyConnectedLayer(4 * 4 * 4, 9, fastmom.sigmoid),
-                  SoftmaxLayer(9, 10)]
-        net = Network(layers, 5, device="reference", dtype=np.float64, seed=1)
-        for layer in net.layers:
-            layer.backend = backend
-        net.backend = backend
-        return net
 
+def _tiny_net(backend, dtype=np.float64):
+    """A conv + FC + softmax net of batch 5 on 11x11 images, with its optimizer."""
+    import fastmom
+    from fastmom import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
+
+    layers = [ConvPoolLayer((4, 1, 3, 3), (5, 1, 11, 11), (2, 2), fastmom.ReLU),
+              FullyConnectedLayer(4 * 4 * 4, 9, fastmom.sigmoid),
+              SoftmaxLayer(9, 10)]
+    net = Network(layers, 5, device="reference", dtype=dtype, seed=1)
+    for layer in net.layers:
+        layer.backend = backend
+    net.backend = backend
+    opt = fastmom.optim.MomentumSGD(net, 0.1, 0.9, False, 0.1, 2)
+    opt.backend = backend
+    return net, opt
+
+
+def test_emulated_training_steps_match_reference():
+    """A tiny conv net: a few SGD steps through the Network with the emulated kernels."""
+    from fastmom.backends import cuda
+
+    be = _emulated_backend(ce.kernels(n_sm=2))
     r = rng_for("train")
     x = r.random((10, 121))
     y = r.integers(0, 10, 10)
-    nets = [make(ref), make(be)]
-    opts = [fastmom.optim.MomentumSGD(net, 0.1, 0.9, False, 0.1, 2) for net in nets]
-    for o, net in zip(opts, nets):
-        o.backend = net.backend
-    xs, ys = nets[0].prepare_data((x, y))
+    (net0, opt0), (net1, opt1) = _tiny_net(ref), _tiny_net(be)
+    xs, ys = net0.prepare_data((x, y))
     costs = [[], []]
     for step in range(4):
         sl = slice(5 * (step % 2), 5 * (step % 2) + 5)
-        for i, (net, o) in enumerate(zip(nets, opts)):
+        for i, (net, o) in enumerate(((net0, opt0), (net1, opt1))):
             costs[i].append(float(net.train_step(xs[sl], ys[sl])))
             o.step()
     np.testing.assert_allclose(costs[1], costs[0], rtol=1e-10)
-    np.testing.assert_allclose(nets[1].flat.data, nets[0].flat.data, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(net1.flat.data, net0.flat.data, rtol=1e-10, atol=1e-12)
     assert cuda.name == "cuda"
+
+
+# one training step of _tiny_net: conv forward 1; FC and softmax forward 1 each (bias +
+# activation after the cuBLAS product) + the softmax itself 1; softmax backward 1; dense
+# backward 1 per dense layer (2); conv backward 3 (unpool, partial and final weight
+# gradient; no input gradient for the first layer); the momentum step 1
+LAUNCHES_PER_TINY_STEP = 1 + 2 + 1 + 1 + 2 + 3 + 1
+LIBRARY_CALLS_PER_TINY_STEP = 2 + 2 + 2  # cuBLAS: 2 forward products, 2 weight and 2 input gradients
+
+
+def test_training_step_after_the_first_allocates_nothing():
+    """The host code's counters over whole steps: a fixed launch count, no allocation,
+    no host sync once the first step has built the workspaces."""
+    emu = ce.kernels(n_sm=2)
+    net, opt = _tiny_net(_emulated_backend(emu), np.float32)
+    r = rng_for("alloc")
+    xs, ys = net.prepare_data((r.random((5, 121)), r.integers(0, 10, 5)))
+    cost = net.train_step(xs, ys)  # warm-up: workspaces are allocated here
+    opt.step()
+    assert emu.counts["allocations"] > 0
+    first = float(cost)
+    before = dict(emu.counts)
+    cost = net.train_step(xs, ys)
+    opt.step()
+    after = dict(emu.counts)
+    assert after["allocations"] == before["allocations"], "a training step after the first allocated"
+    assert after["launches"] - before["launches"] == LAUNCHES_PER_TINY_STEP
+    assert after["library_calls"] - before["library_calls"] == LIBRARY_CALLS_PER_TINY_STEP
+    assert after["syncs"] == before["syncs"]  # the cost stays on the device until read
+    assert float(cost) != first  # the step moved the parameters
+
+
+def test_softmax_scalars_are_workspaces(emu):
+    z = np.zeros((4, 3), np.float32)
+    labels = np.array([0, 1, 2, 0])
+    c1, k1 = emu.softmax_nll_forward(z, labels, np.empty_like(z))
+    n = emu.counts["allocations"]
+    c2, k2 = emu.softmax_nll_forward(z + 1, labels, np.empty_like(z))
+    assert c1 is c2 and k1 is k2 and emu.counts["allocations"] == n
+    assert float(c2) == pytest.approx(np.log(3)) and int(k2) == 2  # ties go to class 0
+
+
+# -- launch limits -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32])
+def test_batch_over_the_grid_limit_is_a_value_error_before_any_launch(emu, dtype):
+    """gridDim.z is the batch on the conv kernels: 65536 images cannot launch."""
+    n = 65536
+    x = np.zeros((n, 1, 4, 4), dtype)
+    w, b = np.zeros((2, 1, 3, 3), dtype), np.zeros(2, dtype)
+    y, argmax = np.zeros((n, 2, 1, 1), dtype), np.zeros((n, 2, 1, 1), np.int32)
+    launches = emu.counts["launches"]
+    with pytest.raises(ValueError, match=r"fm_conv_pool_fwd: gridDim\.z would be 65536 \(images\).*65535"):
+        emu.conv_pool_forward(x, w, b, (2, 2), "relu", y, argmax)
+    dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
+    with pytest.raises(ValueError, match=r"gridDim\.z would be 65536 \(images\)"):
+        emu.conv_pool_backward(x, w, y, argmax, np.zeros_like(y), (2, 2), "relu", dw, db, dx)
+    assert emu.counts["launches"] == launches  # refused before the first kernel of the pass
+
+
+def test_grid_checks_every_dimension():
+    from fastmom.backends import cuda
+
+    assert cuda.grid("k", 2**31 - 1, 65535, 65535) == (2**31 - 1, 65535, 65535)
+    for dims, axis in (((2**31, 1, 1), "x"), ((1, 65536, 1), "y"), ((1, 1, 0), "z")):
+        with pytest.raises(ValueError, match=f"k: gridDim\\.{axis}"):
+            cuda.grid("k", *dims)
+
+
+# -- sum of squares ------------------------------------------------------------------------
+
+def test_sum_squares_accumulates_in_float64(emu):
+    """float32 input whose float32 sum would drop every one of the small squares."""
+    x = np.ones(300_001, np.float32)
+    x[0] = 4096  # 4096^2 = 2^24: from there float32 cannot add 1
+    want = 2.0**24 + 300_000
+    assert ref.sum_squares(x) == want
+    assert np.float32(2.0**24) + np.float32(1) == np.float32(2.0**24)
+    assert emu.sum_squares(x) == want
+    big = np.full(1000, 1e20, np.float32)  # float32 squares overflow, float64 ones do not
+    assert emu.sum_squares(big) == pytest.approx(ref.sum_squares(big), rel=1e-12)
+    assert emu.sum_squares(np.zeros(0, np.float64)) == 0.0
+    x[7] = np.nan
+    assert np.isnan(emu.sum_squares(x))
+
+
+# -- the CuPy launcher ---------------------------------------------------------------------
+
+def test_cupy_launcher_looks_each_function_up_once(monkeypatch):
+    """Per (device, name expression), RawModule.get_function runs once; later launches
+    call the kept RawKernel (checked with a stand-in for CuPy: no GPU needed)."""
+    from types import SimpleNamespace
+
+    from fastmom.backends import cuda
+
+    calls, device = [], [0]
+
+    class Module:
+        def get_function(self, expr):
+            calls.append(expr)
+            return lambda grid, block, args, shared_mem=0: launched.append((expr, grid, shared_mem))
+
+    launched = []
+    fake = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDevice=lambda: device[0])),
+                           RawModule=lambda **kw: Module())
+    monkeypatch.setattr(cuda, "_cupy", lambda: fake)
+    monkeypatch.setattr(cuda, "_modules", {})
+    monkeypatch.setattr(cuda, "_functions", {})
+    for _ in range(3):
+        cuda._cupy_launch("fm_apply_mask<float>", (1, 1, 1), (256, 1, 1), (), 0)
+    assert calls == ["fm_apply_mask<float>"] and len(launched) == 3
+    device[0] = 1  # another device: its own module and function
+    cuda._cupy_launch("fm_apply_mask<float>", (1, 1, 1), (256, 1, 1), (), 0)
+    assert calls == ["fm_apply_mask<float>"] * 2 and set(cuda._modules) == {0, 1}
