@@ -41,8 +41,8 @@ cat "$OUT/environment.txt"
 
 step install "$PY" -m pip install --no-build-isolation --no-deps .
 # (at most 8 files come back from a lent machine's $OUT: keep the count at 8)
-step gpu-tests "$PY" -m pytest -m gpu -v -rs tests/test_cuda_gpu.py bench/test_bench_gpu.py
-step cpu-cuda-tests "$PY" -m pytest -q -rs tests/test_cuda_compile.py tests/test_cuda_emulation.py
+step gpu-tests "$PY" -m pytest -m gpu -v -rs tests/backends/test_cuda_gpu.py bench/test_bench_gpu.py
+step cpu-cuda-tests "$PY" -m pytest -q -rs tests/backends/test_cuda_compile.py tests/backends/test_cuda_emulation.py tests/backends/test_cuda_nvrtc.py
 step bench "$PY" -m bench.gpu_table --out "$OUT"
 
 echo "== done, status $status; results in $OUT" | tee -a "$OUT/summary.txt"

@@ -9,13 +9,19 @@ Run ``python -m bench.gpu_table --out DIR`` (from the repository root): writes `
   captures, a CUDA graph of the step) vs PyTorch eager (cuDNN) and ``torch.compile``;
   images/s;
 * the momentum step on 1e7 and 1e8 float32 parameters in GB/s (20 bytes per
-  parameter: read p, g, v; write p, v) next to the measured device-to-device copy
+  parameter: read p, g, v; write p, v) next to the device-to-device ``cudaMemcpy``
   bandwidth (bytes read + written) and ``torch.optim.SGD(momentum=0.9, fused=True)``.
+
+The backward rows time the backward pass alone (PyTorch: ``autograd.grad`` over a graph
+built once and retained). TF32 is reported, never changed: CuPy's cuBLAS uses it for
+float32 products only with ``CUPY_TF32=1``; PyTorch's switches are read from
+``torch.backends`` (cuDNN convolutions allow TF32 by default).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import pathlib
 import statistics
 import sys
@@ -111,21 +117,46 @@ def fastmom_cases(batch, reps):
 
 
 def _graph_time(step, reps):
-    """The step captured once as a CUDA graph and replayed; None if capture fails."""
+    """The step captured once as a CUDA graph and replayed; None if it cannot be captured.
+
+    CuPy refuses some calls under capture (cuBLAS among them), so a failed capture is
+    expected: the capture is then always ended (a stream left capturing would break
+    every later launch on it) and the row reported as not capturable.
+    """
     import cupy
 
-    try:
-        s = cupy.cuda.Stream(non_blocking=True)
-        with s:
-            step()  # warm: workspaces exist before capture
-            s.synchronize()
-            s.begin_capture()
+    s = cupy.cuda.Stream(non_blocking=True)
+    with s:
+        step()  # warm: workspaces exist before capture
+        s.synchronize()
+        s.begin_capture()
+        graph, error = None, None
+        try:
             step()
-            graph = s.end_capture()
-            return timed(lambda: graph.launch(s), reps)
-    except Exception as exc:  # noqa: BLE001 - report, do not stop the table
-        print(f"CUDA graph capture failed: {exc!r}", file=sys.stderr)
-        return None
+        except Exception as exc:  # noqa: BLE001 - report, do not stop the table
+            error = exc
+        finally:
+            try:
+                graph = s.end_capture()
+            except Exception as exc:  # noqa: BLE001 - an invalidated capture ends with an error
+                error = error or exc
+        if error is not None or graph is None:
+            print(f"training step not capturable as a CUDA graph: {error!r}", file=sys.stderr)
+            return None
+        return timed(lambda: graph.launch(s), reps)
+
+
+def tf32_settings():
+    """Whether TF32 may be used, per library: reported with every table, never changed."""
+    out = {"cupy CUPY_TF32": os.environ.get("CUPY_TF32", "0") == "1"}
+    try:
+        import torch
+
+        out["torch matmul allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        out["torch cudnn allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+    except ImportError:
+        pass
+    return out
 
 
 # -- PyTorch --------------------------------------------------------------------------
@@ -183,8 +214,11 @@ def torch_cases(batch, reps, compiled=False):
             "conv1 forward": timed_torch(lambda: conv1(x), reps),
             "conv2 forward": timed_torch(lambda: conv2(a1), reps),
         }
-    return_["conv1 backward"] = timed_torch(lambda: torch.autograd.grad(conv1(x), [w1, b1], g1), reps)
-    return_["conv2 backward"] = timed_torch(lambda: torch.autograd.grad(conv2(a1), [w2, b2, a1], g2), reps)
+    # backward only: the graphs o1, o2 are built once above and retained across the reps
+    return_["conv1 backward"] = timed_torch(
+        lambda: torch.autograd.grad(o1, [w1, b1], g1, retain_graph=True), reps)
+    return_["conv2 backward"] = timed_torch(
+        lambda: torch.autograd.grad(o2, [w2, b2, a1], g2, retain_graph=True), reps)
     return_["training step"] = timed_torch(step, reps)
     return return_
 
@@ -201,7 +235,13 @@ def momentum_bandwidth(n, reps):
     ms = timed(lambda: cuda.momentum_step(p, g, v, 0.01, 0.9, False, 1e-4, n // 2), reps)
     src, dst = cupy.empty(5 * n, cupy.float32), cupy.empty(5 * n, cupy.float32)
     src[...] = 1
-    copy_ms = timed(lambda: dst.__setitem__(Ellipsis, src), reps)  # 20n bytes read + written
+    rt = cupy.cuda.runtime
+
+    def copy():  # cudaMemcpy device to device (20n bytes read + written), on the timed stream
+        rt.memcpyAsync(dst.data.ptr, src.data.ptr, src.nbytes, rt.memcpyDeviceToDevice,
+                       cupy.cuda.get_current_stream().ptr)
+
+    copy_ms = timed(copy, reps)
     tp = torch.randn(n, device="cuda", requires_grad=True)
     tp.grad = torch.randn(n, device="cuda")
     topt = torch.optim.SGD([tp], lr=0.01, momentum=0.9, fused=True)
@@ -230,9 +270,10 @@ def main(argv=None):
     props = cupy.cuda.runtime.getDeviceProperties(0)
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     report = {"gpu": gpu, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(sys.argv), "batches": {}, "momentum": []}
+              "command": " ".join(sys.argv), "tf32": tf32_settings(), "batches": {}, "momentum": []}
     lines = [f"# fastmom cuda vs PyTorch on {gpu}, {report['date']}", "",
-             "Medians of CUDA-event timings; images/s = batch / time.", ""]
+             "Medians of CUDA-event timings; images/s = batch / time.",
+             "TF32: " + ", ".join(f"{k} {'on' if v else 'off'}" for k, v in report["tf32"].items()), ""]
     for batch in args.batches:
         row = {"fastmom": fastmom_cases(batch, args.reps), "torch": torch_cases(batch, args.reps)}
         if not args.no_compile:
@@ -247,7 +288,7 @@ def main(argv=None):
         for case, ms in row["fastmom"].items():
             tms = row["torch"].get(case.replace(" (CUDA graph)", ""))
             if ms is None:
-                lines.append(f"| {case} | failed | | | | |")
+                lines.append(f"| {case} | not capturable | | | | |")
                 continue
             ratio = f"{tms / ms:.2f}x" if tms else ""
             lines.append(f"| {case} | {ms:.4f} | {tms:.4f} | {ratio} | {batch / ms * 1e3:,.0f} | "
@@ -258,7 +299,7 @@ def main(argv=None):
                          f"{tc / row['fastmom']['training step']:.2f}x | | {batch / tc * 1e3:,.0f} |")
         lines.append("")
     lines += ["## momentum step (float32, 20 B/param)", "",
-              "| params | fastmom GB/s | copy GB/s | % of copy | torch fused SGD GB/s | vs torch |", "|---|---|---|---|---|---|"]
+              "| params | fastmom GB/s | memcpy D2D GB/s | % of copy | torch fused SGD GB/s | vs torch |", "|---|---|---|---|---|---|"]
     for n in args.sizes:
         m = momentum_bandwidth(int(n), args.reps)
         report["momentum"].append(m)
