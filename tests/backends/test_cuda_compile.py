@@ -116,3 +116,16 @@ def test_whole_module_source_compiles(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert len(_entries((tmp_path / "module.ptx").read_text())) == len(cuda.NAME_EXPRESSIONS)
+
+
+def test_no_kernel_spills_registers():
+    """bench/sass_lint.py over the sm_90 machine code: every kernel spill-free (the
+    instructions-per-FMA figures it prints are not enforced yet)."""
+    sass_lint = pytest.importorskip("bench.sass_lint")
+    missing = [t for t in ("cuobjdump", "nvdisasm") if sass_lint.tool(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    rows = sass_lint.lint("sm_90")
+    assert {r["kernel"] for r in rows} >= set(cuda.NAME_EXPRESSIONS) or CXXFILT is None
+    spills = [(r["kernel"], r["spill_bytes"]) for r in rows if r["spill_bytes"]]
+    assert not spills, f"kernels spilling registers on sm_90: {spills}"
