@@ -21,7 +21,9 @@ by the shapes, so results are bit-identical whatever the count.
 """
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -31,18 +33,65 @@ from . import reference as _reference
 # the kernels' team size for each call (cpu_threads sets libgomp's spin before the
 # extension below is first imported, as it must)
 from .cpu_threads import (SPINNING, _threads, get_num_threads, set_num_threads,  # noqa: F401
-                          thread_policy, thread_setting)
+                          thread_setting)
 
 name = "cpu"
 xp = np
 
+#: The instruction-set levels of the C kernels, lowest first (see kernels/cpu/isa.h).
+ISA_LEVELS = ("baseline", "avx2", "avx512")
+
 try:
     from .._kernels import _cpu as _k
-except ImportError as exc:  # not built (e.g. a source checkout without build_ext)
+except ImportError as exc:  # not built (no C compiler at install), or no usable level
     _k = None
-    _import_error = f"the compiled kernels are not built ({exc}); run `pip install .`"
+    _import_error = (f"the compiled kernels are not available ({exc}); with a C compiler "
+                     "(e.g. `apt install gcc`), `pip install --force-reinstall --no-deps .` "
+                     "builds them")
+    warnings.warn(f"fastmom: {_import_error}. Running on the NumPy reference backend, "
+                  "which is much slower.", RuntimeWarning, stacklevel=2)
 else:
     _import_error = None
+
+
+def set_isa(level):
+    """Run the C kernels at instruction-set ``level`` (one of :data:`ISA_LEVELS`) from now
+    on, e.g. a lower one than this CPU's best to compare them; not while a kernel runs.
+    Raises ValueError for a level this build lacks or this CPU cannot run (its code
+    would die of an illegal instruction). Results are bit-identical for any thread count
+    within a level and agree to rounding across levels."""
+    if _k is None:
+        raise RuntimeError(f"cpu backend unavailable: {_import_error}")
+    if level not in ISA_LEVELS:
+        raise ValueError(f"level must be one of {ISA_LEVELS}, got {level!r}")
+    _k.select_isa(level)
+
+
+def isa():
+    """The instruction-set level the kernels run at: the highest this CPU runs, unless
+    ``FASTMOM_ISA`` or :func:`set_isa` chose a lower one (None when not built)."""
+    return _k.isa() if _k is not None else None
+
+
+def supported_isas():
+    """The levels built into the kernels that this CPU runs, lowest first."""
+    return tuple(k for k, ok in _k.isa_levels().items() if ok) if _k is not None else ()
+
+
+def thread_policy():
+    """:func:`cpu_threads.thread_policy` plus the kernels' instruction-set level, for
+    benchmark and run records."""
+    return dict(cpu_threads.thread_policy(), isa=isa())
+
+
+if _k is not None and os.environ.get("FASTMOM_ISA", "").strip():
+    # a level the CPU lacks makes the backend unavailable with this message (get_backend
+    # raises DeviceError with it): never a crash, never a silent fallback
+    try:
+        set_isa(os.environ["FASTMOM_ISA"].strip().lower())
+    except ValueError as exc:
+        _k = None
+        _import_error = f"FASTMOM_ISA={os.environ['FASTMOM_ISA']!r}: {exc}"
 
 _ACT = _activations.CODES
 # Chunks of images are the units of work of the conv kernels; their widths matter on

@@ -48,12 +48,100 @@ cdef extern from "rows.h" nogil:
 cdef extern from "pool.h" nogil:
     float fastmom_dact_f(float y, int act)
     double fastmom_dact_d(double y, int act)
-    void fastmom_pool2x2_row_f(const float* r0, const float* r1, int n, float* m, int* best)
-    void fastmom_pool2x2_row_d(const double* r0, const double* r1, int n, double* m, int* best)
-    float fastmom_unpool2x2_row_f(const float* dy, const float* y, const int* best, int n,
-                                  int act, float* z0, float* z1)
-    double fastmom_unpool2x2_row_d(const double* dy, const double* y, const int* best, int n,
-                                   int act, double* z0, double* z1)
+
+
+# -- the instruction-set level's kernels (isa.h) ------------------------------------------
+
+cdef extern from "isa.h" nogil:
+    enum: FM_ISA_COUNT
+    const char* fastmom_isa_names[]
+    ctypedef struct fastmom_isa_kernels:
+        const char* name
+        int (*conv_pool_direct_applies)(int K, int ph, int pw) noexcept nogil
+        int (*conv_scatter_applies)(int c, int ph, int pw, int lanes) noexcept nogil
+        void (*pack_filters_f)(const float* w, int f, int K, float* wp) noexcept nogil
+        void (*pack_filters_d)(const double* w, int f, int K, double* wp) noexcept nogil
+        void (*conv_pool_direct_f)(const float* x, int c, int h, int wd, const float* wp, int f,
+                                   int kh, int kw, int ph, int pw, int PH, int PW, float* y,
+                                   int* argmax) noexcept nogil
+        void (*conv_pool_direct_d)(const double* x, int c, int h, int wd, const double* wp,
+                                   int f, int kh, int kw, int ph, int pw, int PH, int PW,
+                                   double* y, int* argmax) noexcept nogil
+        void (*pack_filters_cl_f)(const float* w, int f, int c, int kh, int kw, int cp,
+                                  float* wt) noexcept nogil
+        void (*pack_filters_cl_d)(const double* w, int f, int c, int kh, int kw, int cp,
+                                  double* wt) noexcept nogil
+        void (*conv_pool_backward_scatter_f)(
+            const float* x, int c, int h, int wd, const float* wt, int f, int kh, int kw,
+            int ph, int pw, int PH, int PW, const float* dy, const float* y, const int* argmax,
+            int act, float* xt, float* dxt, float* dwt, float* db, float* dx) noexcept nogil
+        void (*conv_pool_backward_scatter_d)(
+            const double* x, int c, int h, int wd, const double* wt, int f, int kh, int kw,
+            int ph, int pw, int PH, int PW, const double* dy, const double* y,
+            const int* argmax, int act, double* xt, double* dxt, double* dwt, double* db,
+            double* dx) noexcept nogil
+        void (*pool2x2_row_f)(const float* r0, const float* r1, int n, float* m,
+                              int* best) noexcept nogil
+        void (*pool2x2_row_d)(const double* r0, const double* r1, int n, double* m,
+                              int* best) noexcept nogil
+        float (*unpool2x2_row_f)(const float* dy, const float* y, const int* best, int n,
+                                 int act, float* z0, float* z1) noexcept nogil
+        double (*unpool2x2_row_d)(const double* dy, const double* y, const int* best, int n,
+                                  int act, double* z0, double* z1) noexcept nogil
+    const fastmom_isa_kernels* fastmom_isa_table(int level)
+    int fastmom_isa_cpu_runs(int level)
+
+
+# The level every kernel call uses; each call reads it once, so a switch (select_isa)
+# never mixes two levels' paths and workspace sizes within one call.
+cdef const fastmom_isa_kernels* _isa = NULL
+
+
+def isa_levels():
+    """``{level: runs}``: the instruction-set levels built into this module, lowest first,
+    and whether this CPU runs each (isa.h)."""
+    cdef int i
+    levels = {}
+    for i in range(FM_ISA_COUNT):
+        if fastmom_isa_table(i) != NULL:
+            levels[fastmom_isa_names[i].decode()] = bool(fastmom_isa_cpu_runs(i))
+    return levels
+
+
+def isa():
+    """The instruction-set level the kernels run at (``baseline``, ``avx2`` or ``avx512``)."""
+    return _isa.name.decode() if _isa != NULL else None
+
+
+def select_isa(str name):
+    """Run the kernels at level ``name`` from now on (not while a kernel runs). Raises
+    ValueError for a level that is unknown, not built into this module, or that this CPU
+    cannot run: its code would die of an illegal instruction."""
+    global _isa
+    cdef int i
+    levels = isa_levels()
+    if name not in levels:
+        raise ValueError(f"unknown or unbuilt instruction-set level {name!r}: this build has "
+                         f"{', '.join(levels)}")
+    if not levels[name]:
+        raise ValueError(f"this CPU cannot run the {name!r} kernels; it runs "
+                         f"{', '.join(k for k, ok in levels.items() if ok) or 'none of them'}")
+    for i in range(FM_ISA_COUNT):
+        if fastmom_isa_names[i].decode() == name:
+            _isa = fastmom_isa_table(i)
+
+
+def _select_best():
+    """At import: the highest level this CPU runs (ImportError if none: an x86 CPU
+    without x86-64-v2, from before 2009)."""
+    best = [k for k, ok in isa_levels().items() if ok]
+    if not best:
+        raise ImportError("this CPU lacks SSE4.2/POPCNT (x86-64-v2), the baseline of the "
+                          "compiled kernels; use device='reference'")
+    select_isa(best[len(best) - 1])  # no [-1]: this module compiles without wraparound
+
+
+_select_best()
 
 
 cdef inline real _act(real z, int act) noexcept nogil:
@@ -104,45 +192,27 @@ cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, real alpha, real* 
 
 # -- convolution + max-pool -------------------------------------------------------------
 
-cdef extern from "conv_direct.h" nogil:
-    int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
-    void fastmom_pack_filters_f(const float* w, int f, int K, float* wp)
-    void fastmom_pack_filters_d(const double* w, int f, int K, double* wp)
-    void fastmom_conv_pool_direct_f(const float* x, int c, int h, int wd, const float* wp,
-                                    int f, int kh, int kw, int ph, int pw, int PH, int PW,
-                                    float* y, int* argmax)
-    void fastmom_conv_pool_direct_d(const double* x, int c, int h, int wd, const double* wp,
-                                    int f, int kh, int kw, int ph, int pw, int PH, int PW,
-                                    double* y, int* argmax)
-    int fastmom_conv_scatter_applies(int c, int ph, int pw, int lanes)
-    void fastmom_pack_filters_cl_f(const float* w, int f, int c, int kh, int kw, int cp, float* wt)
-    void fastmom_pack_filters_cl_d(const double* w, int f, int c, int kh, int kw, int cp,
-                                   double* wt)
-    void fastmom_conv_pool_backward_scatter_f(
-        const float* x, int c, int h, int wd, const float* wt, int f, int kh, int kw, int ph,
-        int pw, int PH, int PW, const float* dy, const float* y, const int* argmax, int act,
-        float* xt, float* dxt, float* dwt, float* db, float* dx)
-    void fastmom_conv_pool_backward_scatter_d(
-        const double* x, int c, int h, int wd, const double* wt, int f, int kh, int kw, int ph,
-        int pw, int PH, int PW, const double* dy, const double* y, const int* argmax, int act,
-        double* xt, double* dxt, double* dwt, double* db, double* dx)
-
-
 def direct_conv_applies(int K, int ph, int pw):
     """Whether :func:`conv_pool_forward` convolves and pools directly (conv_direct.h)
-    rather than by im2col + GEMM: this build has the direct kernel (AVX2 + FMA), there
-    are enough taps ``K = C*KH*KW`` (64) and ``ph x pw`` windows of 1, 2 or 4 positions."""
-    return bool(fastmom_conv_pool_direct_applies(K, ph, pw))
+    rather than by im2col + GEMM: the current level has the direct kernel (AVX2 + FMA),
+    there are enough taps ``K = C*KH*KW`` (64) and ``ph x pw`` windows of 1, 2 or 4
+    positions."""
+    return bool(_isa.conv_pool_direct_applies(K, ph, pw))
+
+
+cdef _forward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f, int kh,
+                    int kw, int ph, int pw, int ib):
+    cdef int K = c * kh * kw
+    if kern.conv_pool_direct_applies(K, ph, pw):
+        return 1, (f + 7) // 8 * 8 * K  # filters in vectors of 8 floats / 2 x 4 doubles
+    return (K + f) * ib * (h - kh + 1) * (wd - kw + 1), 1
 
 
 def conv_forward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib):
     """``(scratch, packed)``: the lengths of one thread's row of ``scratch`` and of
     ``packed`` that :func:`conv_pool_forward` needs for these shapes, on the path it will
-    take (each at least 1)."""
-    cdef int K = c * kh * kw
-    if fastmom_conv_pool_direct_applies(K, ph, pw):
-        return 1, (f + 7) // 8 * 8 * K  # filters in vectors of 8 floats / 2 x 4 doubles
-    return (K + f) * ib * (h - kh + 1) * (wd - kw + 1), 1
+    take at the current level (each at least 1)."""
+    return _forward_sizes(_isa, c, h, wd, f, kh, kw, ph, pw, ib)
 
 
 cdef int _check_workspace(str kernel, str name, Py_ssize_t have, Py_ssize_t need) except -1:
@@ -152,17 +222,23 @@ cdef int _check_workspace(str kernel, str name, Py_ssize_t have, Py_ssize_t need
     return 0
 
 
+cdef _backward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f, int kh,
+                     int kw, int ph, int pw, int ib, int itemsize):
+    cdef int lanes = 32 // itemsize, K = c * kh * kw
+    cdef Py_ssize_t cp = (c + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t ncols = <Py_ssize_t>ib * (h - kh + 1) * (wd - kw + 1)
+    if kern.conv_scatter_applies(c, ph, pw, lanes):
+        return 2 * h * wd * cp, f * kh * kw * cp + f, f * kh * kw * cp
+    return (K + f) * ncols, f * K + f, 1
+
+
 def conv_backward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib,
                         int itemsize):
     """``(scratch, partial, packed)``: the lengths of one thread's row of ``scratch``, one
     group's row of ``partial`` and of ``packed`` that :func:`conv_pool_backward` needs
-    for these shapes, on the path it will take (``packed`` is at least 1)."""
-    cdef int lanes = 32 // itemsize, K = c * kh * kw
-    cdef Py_ssize_t cp = (c + lanes - 1) // lanes * lanes
-    cdef Py_ssize_t ncols = <Py_ssize_t>ib * (h - kh + 1) * (wd - kw + 1)
-    if fastmom_conv_scatter_applies(c, ph, pw, lanes):
-        return 2 * h * wd * cp, f * kh * kw * cp + f, f * kh * kw * cp
-    return (K + f) * ncols, f * K + f, 1
+    for these shapes, on the path it will take at the current level (``packed`` is at
+    least 1)."""
+    return _backward_sizes(_isa, c, h, wd, f, kh, kw, ph, pw, ib, itemsize)
 
 
 cdef inline void _copy_row(real* dst, real* src, int n) noexcept nogil:
@@ -288,13 +364,14 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef real* wpk = &packed[0]
     cdef Py_ssize_t sstride = scratch.shape[1]
     cdef Py_ssize_t img = <Py_ssize_t>c * h * wd, plane = <Py_ssize_t>PH * PW
-    cdef bint direct = fastmom_conv_pool_direct_applies(K, ph, pw)
+    cdef const fastmom_isa_kernels* kern = _isa
+    cdef bint direct = kern.conv_pool_direct_applies(K, ph, pw)
     cdef int ch, cnt, ncols, fi, j, pi
     cdef Py_ssize_t n0, o
     cdef real* cols
     cdef real* z
     cdef real* zr
-    s_len, k_len = conv_forward_sizes(c, h, wd, f, kh, kw, ph, pw, ib)
+    s_len, k_len = _forward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib)
     _check_workspace("conv_pool_forward", "scratch", sstride, s_len)
     _check_workspace("conv_pool_forward", "packed", packed.shape[0], k_len)
     if scratch.shape[0] < nthreads:
@@ -302,9 +379,9 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     if direct:
         with nogil:
             if real is float:
-                fastmom_pack_filters_f(wp, f, K, wpk)
+                kern.pack_filters_f(wp, f, K, wpk)
             else:
-                fastmom_pack_filters_d(wp, f, K, wpk)
+                kern.pack_filters_d(wp, f, K, wpk)
     for ch in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
         n0 = <Py_ssize_t>ch * ib
         cnt = <int>min(<Py_ssize_t>ib, n - n0)
@@ -312,11 +389,11 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
             for j in range(cnt):
                 o = (n0 + j) * f * plane
                 if real is float:
-                    fastmom_conv_pool_direct_f(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
-                                               ph, pw, PH, PW, yp + o, ap + o)
+                    kern.conv_pool_direct_f(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
+                                            ph, pw, PH, PW, yp + o, ap + o)
                 else:
-                    fastmom_conv_pool_direct_d(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
-                                               ph, pw, PH, PW, yp + o, ap + o)
+                    kern.conv_pool_direct_d(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
+                                            ph, pw, PH, PW, yp + o, ap + o)
                 for fi in range(f):
                     _bias_act_row(yp + o + fi * plane, <int>plane, bp[fi], act)
         else:
@@ -332,11 +409,11 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                     for pi in range(PH):
                         if ph == 2 and pw == 2:
                             if real is float:
-                                fastmom_pool2x2_row_f(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
-                                                      PW, yp + o, ap + o)
+                                kern.pool2x2_row_f(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
+                                                   PW, yp + o, ap + o)
                             else:
-                                fastmom_pool2x2_row_d(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
-                                                      PW, yp + o, ap + o)
+                                kern.pool2x2_row_d(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
+                                                   PW, yp + o, ap + o)
                         else:
                             _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
                         _bias_act_row(yp + o, PW, bp[fi], act)
@@ -375,7 +452,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef bint want_dx = dx is not None
     cdef bint tiled2x2 = ph == 2 and pw == 2 and oh == 2 * PH and ow == 2 * PW
     cdef int lanes = 32 // sizeof(real)
-    cdef bint scatter = fastmom_conv_scatter_applies(c, ph, pw, lanes)
+    cdef const fastmom_isa_kernels* kern = _isa
+    cdef bint scatter = kern.conv_scatter_applies(c, ph, pw, lanes)
     cdef int cp = (c + lanes - 1) // lanes * lanes
     # one group's dw partial: K x F (GEMM path) or F x KH x KW x Cp (scattered)
     cdef Py_ssize_t L = <Py_ssize_t>f * kh * kw * cp if scatter else <Py_ssize_t>f * K
@@ -402,7 +480,7 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* dzr
     cdef real g, gb
     cdef int ar
-    s_len, p_len, k_len = conv_backward_sizes(c, h, wd, f, kh, kw, ph, pw, ib, sizeof(real))
+    s_len, p_len, k_len = _backward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib, sizeof(real))
     _check_workspace("conv_pool_backward", "scratch", sstride, s_len)
     _check_workspace("conv_pool_backward", "partial", pstride, p_len)
     _check_workspace("conv_pool_backward", "packed", packed.shape[0], k_len)
@@ -414,9 +492,9 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     if scatter:
         with nogil:
             if real is float:
-                fastmom_pack_filters_cl_f(wp, f, c, kh, kw, cp, wt)
+                kern.pack_filters_cl_f(wp, f, c, kh, kw, cp, wt)
             else:
-                fastmom_pack_filters_cl_d(wp, f, c, kh, kw, cp, wt)
+                kern.pack_filters_cl_d(wp, f, c, kh, kw, cp, wt)
     for gr in prange(ngroups, nogil=True, schedule="dynamic", num_threads=nthreads):
         cols = sp + threadid() * sstride
         dz = cols + K * nc
@@ -432,12 +510,12 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                     o = (n0 + j) * f * plane
                     # cols: this thread's scratch row, here x and dx channel-last
                     if real is float:
-                        fastmom_conv_pool_backward_scatter_f(
+                        kern.conv_pool_backward_scatter_f(
                             xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
                             dyp + o, yp + o, ap + o, act, cols, cols + h * wd * cp, pdw, pdb,
                             dxp + (n0 + j) * img if want_dx else NULL)
                     else:
-                        fastmom_conv_pool_backward_scatter_d(
+                        kern.conv_pool_backward_scatter_d(
                             xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
                             dyp + o, yp + o, ap + o, act, cols, cols + h * wd * cp, pdw, pdb,
                             dxp + (n0 + j) * img if want_dx else NULL)
@@ -461,11 +539,11 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                     for pi in range(PH):
                         if ph == 2 and pw == 2:
                             if real is float:
-                                gb = gb + fastmom_unpool2x2_row_f(
+                                gb = gb + kern.unpool2x2_row_f(
                                     dyp + o, yp + o, ap + o, PW, act, dzr + 2 * pi * ow,
                                     dzr + (2 * pi + 1) * ow)
                             else:
-                                gb = gb + fastmom_unpool2x2_row_d(
+                                gb = gb + kern.unpool2x2_row_d(
                                     dyp + o, yp + o, ap + o, PW, act, dzr + 2 * pi * ow,
                                     dzr + (2 * pi + 1) * ow)
                             o = o + PW

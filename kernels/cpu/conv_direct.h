@@ -14,9 +14,9 @@
  * Written once in conv_direct_impl.h and instantiated for float and double (C has no
  * templates). Needs the GCC/Clang vector extension and AVX2 with FMA (the tiles are sized
  * for 32-byte registers; on SSE2 alone they spilled and ran 40x slower), and pooling
- * windows of 1, 2 or 4 positions (a tile holds whole windows): elsewhere, e.g. in a
- * FASTMOM_PORTABLE=1 build, fastmom_conv_pool_direct_applies is false and the kernels
- * keep im2col + GEMM.
+ * windows of 1, 2 or 4 positions (a tile holds whole windows): elsewhere, e.g. at the
+ * baseline level (isa.h) or on another architecture, fastmom_conv_pool_direct_applies is
+ * false and the kernels keep im2col + GEMM. Compiled per level by isa_kernels.c.
  */
 #ifndef FASTMOM_CONV_DIRECT_H
 #define FASTMOM_CONV_DIRECT_H
@@ -77,22 +77,6 @@
 
 #else
 #define FASTMOM_DIRECT_CONV 0
-/* never called (fastmom_conv_pool_direct_applies is false): they only keep the one
- * source of _cpu.pyx compiling */
-#define FM_STUBS(T, S)                                                                    \
-    static void fastmom_pack_filters_##S(const T *w, int f, int K, T *wp) {}               \
-    static void fastmom_conv_pool_direct_##S(const T *x, int c, int h, int wd, const T *wp, \
-                                             int f, int kh, int kw, int ph, int pw, int PH, \
-                                             int PW, T *y, int *argmax) {}                  \
-    static void fastmom_pack_filters_cl_##S(const T *w, int f, int c, int kh, int kw, int cp, \
-                                            T *wt) {}                                        \
-    static void fastmom_conv_pool_backward_scatter_##S(                                      \
-        const T *x, int c, int h, int wd, const T *wt, int f, int kh, int kw, int ph, int pw, \
-        int PH, int PW, const T *dy, const T *y, const int *argmax, int act, T *xt, T *dxt,  \
-        T *dwt, T *db, T *dx) {}
-FM_STUBS(float, f)
-FM_STUBS(double, d)
-#undef FM_STUBS
 #endif
 
 /* Taps (c*kh*kw) below which im2col + GEMM stays faster: with few taps per output the
@@ -102,7 +86,7 @@ FM_STUBS(double, d)
 #define FM_MIN_TAPS 64
 
 /* Whether fastmom_conv_pool_direct is the faster path for K = c*kh*kw taps and ph x pw
- * pooling, in this build. */
+ * pooling, at the level being compiled. */
 static inline int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
 {
     return FASTMOM_DIRECT_CONV && K >= FM_MIN_TAPS && ph > 0 && pw > 0 &&

@@ -22,7 +22,10 @@
 /* activation codes: fastmom.activations.CODES (tests/backends/test_interface.py checks) */
 enum { FASTMOM_SIGMOID = 0, FASTMOM_TANH = 1, FASTMOM_RELU = 2, FASTMOM_LINEAR = 3 };
 
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+/* The row kernels run from the per-level objects (isa_kernels.c defines FM_ISA, see
+ * isa.h); _cpu.pyx includes this header for fastmom_dact alone, and its target may have
+ * no 32-byte vectors, so it gets the scalar rows (unused). */
+#if defined(FM_ISA) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
 #define FM_POOL_VECTOR 1
 #else
 #define FM_POOL_VECTOR 0

@@ -1,0 +1,55 @@
+/* The hot C kernels of one instruction-set level (see isa.h): the only source of the
+ * per-level objects. setup.py compiles it once per level, with that level's flags and
+ * -DFM_ISA=<level>, and links every object into the one extension; this file defines
+ * the level's table, fastmom_isa_<level>. */
+#ifndef FM_ISA
+#error "compile with -DFM_ISA=baseline|avx2|avx512 (setup.py does)"
+#endif
+
+/* GCC warns that the pool rows' vector-returning helpers change the ABI below AVX; they
+ * are static and inlined, so no such value crosses this object's boundary. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+#include "isa.h"
+#include "conv_direct.h"
+#include "pool.h"
+
+#define FM_CAT_(a, b) a##b
+#define FM_CAT(a, b) FM_CAT_(a, b)
+#define FM_STR_(a) #a
+#define FM_STR(a) FM_STR_(a)
+
+static int fm_direct_applies(int K, int ph, int pw)
+{
+    return fastmom_conv_pool_direct_applies(K, ph, pw);
+}
+
+static int fm_scatter_applies(int c, int ph, int pw, int lanes)
+{
+    return fastmom_conv_scatter_applies(c, ph, pw, lanes);
+}
+
+#if FASTMOM_DIRECT_CONV
+#define FM_DIRECT(fn) fn
+#else
+#define FM_DIRECT(fn) 0 /* never called: the applies functions say false */
+#endif
+
+#define FM_ENTRIES(S)                                                                      \
+    .pack_filters_##S = FM_DIRECT(fastmom_pack_filters_##S),                               \
+    .conv_pool_direct_##S = FM_DIRECT(fastmom_conv_pool_direct_##S),                       \
+    .pack_filters_cl_##S = FM_DIRECT(fastmom_pack_filters_cl_##S),                         \
+    .conv_pool_backward_scatter_##S = FM_DIRECT(fastmom_conv_pool_backward_scatter_##S),   \
+    .pool2x2_row_##S = fastmom_pool2x2_row_##S, .unpool2x2_row_##S = fastmom_unpool2x2_row_##S,
+
+/* visibility: the table is for the extension's own object only */
+__attribute__((visibility("hidden"))) extern const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA);
+const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA) = {
+    .name = FM_STR(FM_ISA),
+    .conv_pool_direct_applies = fm_direct_applies,
+    .conv_scatter_applies = fm_scatter_applies,
+    FM_ENTRIES(f)
+    FM_ENTRIES(d)
+};
