@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 
 import numpy as np
 
@@ -48,8 +47,7 @@ except ImportError as exc:  # not built (no C compiler at install), or no usable
     _import_error = (f"the compiled kernels are not available ({exc}); with a C compiler "
                      "(e.g. `apt install gcc`), `pip install --force-reinstall --no-deps .` "
                      "builds them")
-    warnings.warn(f"fastmom: {_import_error}. Running on the NumPy reference backend, "
-                  "which is much slower.", RuntimeWarning, stacklevel=2)
+    # `import fastmom` has already warned once (fastmom/__init__.py); is_available() says why
 else:
     _import_error = None
 

@@ -129,8 +129,9 @@ def test_install_without_a_c_compiler(tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert not list(target.glob("fastmom/_kernels/_cpu*")), "a compiled module without a compiler?"
-    code = ("import warnings, fastmom\nwith warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always')\n    print(fastmom.available_devices())\n"
+    code = ("import warnings\nwith warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n    import fastmom\n"
+            "    print(fastmom.available_devices())\n"
             "    fastmom.available_devices()\nprint(len(w), w[0].message if w else '')")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
                          env=dict(os.environ, PYTHONPATH=str(target)), capture_output=True,
