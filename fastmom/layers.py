@@ -70,6 +70,16 @@ class Layer:
     def param_shapes(self):
         raise NotImplementedError
 
+    def n_params(self):
+        """The number of weights and biases."""
+        return sum(prod(shape) for shape in self.param_shapes())
+
+    def flops_per_image(self):
+        """Floating-point operations of the forward pass for one image: 2 per
+        multiply-add of the convolution or matrix product (pooling, bias and activation
+        are not counted)."""
+        raise NotImplementedError
+
     def init_params(self, rng, scheme):
         """Return host arrays ``(w, b)`` drawn from ``rng`` (network3's order)."""
         raise NotImplementedError
@@ -130,6 +140,11 @@ class ConvPoolLayer(Layer):
     def param_shapes(self):
         return self.filter_shape, (self.filter_shape[0],)
 
+    def flops_per_image(self):
+        f, c, kh, kw = self.filter_shape
+        _, h, w = self.in_shape
+        return 2 * f * c * kh * kw * (h - kh + 1) * (w - kw + 1)  # before pooling
+
     def init_params(self, rng, scheme):
         f, c, kh, kw = self.filter_shape
         if scheme == "network3":
@@ -179,6 +194,9 @@ class _DenseBase(Layer):
 
     def param_shapes(self):
         return (self.n_in, self.n_out), (self.n_out,)
+
+    def flops_per_image(self):
+        return 2 * self.n_in * self.n_out
 
     def _allocate(self, backend, n, dtype):
         self._y = backend.empty((n, self.n_out), dtype)

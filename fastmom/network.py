@@ -127,6 +127,33 @@ class Network:
         return (f"Network([\n    {inner}],\n    mini_batch_size={self.mini_batch_size}, "
                 f"device={self.device!r}, dtype={self.dtype.name})")
 
+    def summary_rows(self):
+        """One dict per layer: ``layer`` (its index), ``type``, ``output_shape`` (per
+        image), ``params`` and ``flops`` (forward FLOPs per image: 2 per multiply-add
+        of the convolution or matrix product; pooling, bias and activations not
+        counted)."""
+        return [{"layer": i, "type": type(layer).__name__, "output_shape": tuple(layer.out_shape),
+                 "params": layer.n_params(), "flops": layer.flops_per_image()}
+                for i, layer in enumerate(self.layers)]
+
+    def summary(self):
+        """A table of the layers (:meth:`summary_rows`) with the totals, as a string.
+
+        What ``fastmom summary --net NAME`` prints. The FLOPs are the forward pass's
+        per image (training costs about three times as much).
+        """
+        rows = self.summary_rows()
+        first = self.layers[0]
+        lines = [f"Network: input {tuple(getattr(first, 'in_shape', (first.n_in,)))}, "
+                 f"mini_batch_size={self.mini_batch_size}, device={self.device}, dtype={self.dtype.name}",
+                 f"{'#':>2}  {'layer':<20} {'output shape':<16} {'params':>12} {'FLOPs/image':>14}"]
+        for r in rows:
+            lines.append(f"{r['layer']:>2}  {r['type']:<20} {str(r['output_shape']):<16} "
+                         f"{r['params']:>12,} {r['flops']:>14,}")
+        lines.append(f"{'':>2}  {'total':<20} {'':<16} {sum(r['params'] for r in rows):>12,} "
+                     f"{sum(r['flops'] for r in rows):>14,}")
+        return "\n".join(lines)
+
     # -- input validation (the one place for the API's data checks) --------------------
 
     def prepare_inputs(self, x, name="x"):
