@@ -157,7 +157,14 @@ class Network:
     # -- input validation (the one place for the API's data checks) --------------------
 
     def prepare_inputs(self, x, name="x"):
-        """Validate images and return them as a contiguous ``(N, n_in)`` device array."""
+        """Validate images and return them as a contiguous ``(N, n_in)`` device array.
+
+        Every entry point (:meth:`forward`, :meth:`accuracy`, :meth:`SGD`,
+        ``Trainer.fit``...) passes its images through here. ``uint8`` images (pixels
+        0-255) are divided by 255 in float32, exactly as :mod:`fastmom.data`'s loaders
+        scale them, so raw 8-bit images and loaded ones give the same results. Other
+        dtypes are used as they are (an int64 array of 0-255 values is *not* scaled).
+        """
         xp = self.backend.xp
         x = _as_array(x, name)
         shape = tuple(x.shape)
@@ -173,6 +180,9 @@ class Network:
         kind = np.dtype(x.dtype).kind
         if kind not in "fiu":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        if np.dtype(x.dtype) == np.uint8:
+            x = self.backend.asarray(x, np.float32)  # a new array: scaled in place
+            x /= np.float32(255.0)
         with np.errstate(over="ignore"):  # values beyond float32 become inf: refused just below
             x = self.backend.asarray(x, self.dtype)
         if not bool(xp.isfinite(x).all()):

@@ -34,3 +34,27 @@ def test_summary_of_network3s_chapter6_net():
     assert isinstance(text, str)
     assert "85,670" in text and "3,266,000" in text and "(40, 4, 4)" in text and "ConvPoolLayer" in text
     assert sum(r["params"] for r in rows) == net.flat.size
+
+
+# -- uint8 images ----------------------------------------------------------------------------
+
+def test_uint8_images_are_scaled_like_the_loaders(rng, capsys):
+    from fastmom import Trainer
+    x8 = rng.integers(0, 256, (12, 784), dtype=np.uint8)
+    x = x8.astype(np.float32) / np.float32(255)  # what fastmom.data's loaders return
+    y = rng.integers(0, 10, 12)
+    net = small_net()
+    np.testing.assert_array_equal(net.forward(x8), net.forward(x))
+    np.testing.assert_array_equal(net.forward(x8.reshape(12, 1, 28, 28)), net.forward(x))
+    assert net.accuracy(x8, y) == net.accuracy(x, y)
+    np.testing.assert_array_equal(net.prepare_inputs(x8), x)
+    a, b = small_net(), small_net()
+    ha = a.SGD((x8, y), 2, 4, 0.1, (x8, y), None)
+    hb = b.SGD((x, y), 2, 4, 0.1, (x, y), None)
+    for key in ("cost", "validation_accuracy"):
+        assert ha.column(key) == hb.column(key)
+    np.testing.assert_array_equal(a.flat.data, b.flat.data)
+    c, d = small_net(), small_net()
+    Trainer(c, eta=0.1, progress=False).fit((x8, y), 1, (x8, y))
+    Trainer(d, eta=0.1, progress=False).fit((x, y), 1, (x, y))
+    np.testing.assert_array_equal(c.flat.data, d.flat.data)
