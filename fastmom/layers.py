@@ -19,6 +19,32 @@ from .backends._checks import conv_pool_geometry
 __all__ = ["Layer", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer", "layer_from_spec"]
 
 
+def _param_property(name):
+    """``layer.w`` / ``layer.b``: the view of the network's flat parameter buffer;
+    assigning copies the new values into it (training updates and ``save()`` writes
+    the buffer, so rebinding the attribute would split the network in two)."""
+
+    def set_param(self, value):
+        view = getattr(self, "_" + name)
+        if value is view:  # layer.w += x: the in-place operation already wrote the buffer
+            return
+        where = f"{type(self).__name__}.{name}"
+        if view is None:
+            raise AttributeError(f"{where}: the layer has no parameters until a Network binds it")
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            value = np.asarray(value)
+        if np.dtype(value.dtype).kind not in "fiu":
+            raise TypeError(f"{where} must hold real numbers, got dtype {value.dtype}")
+        if tuple(value.shape) != tuple(view.shape):
+            raise ValueError(f"{where} must have shape {tuple(view.shape)}, got {tuple(value.shape)} (the "
+                             f"values are copied into the network's flat parameter buffer, net.params)")
+        view[...] = self.backend.asarray(value, view.dtype)
+
+    return property(lambda self: getattr(self, "_" + name), set_param,
+                    doc=f"The layer's {'weights' if name == 'w' else 'biases'}: a writable view of the "
+                        f"network's flat parameter buffer; assigning copies into it (same shape).")
+
+
 def layer_from_spec(spec, source="spec"):
     """Rebuild a layer from its :meth:`Layer.spec` (the layer validates the values).
 
@@ -42,7 +68,9 @@ class Layer:
     n_in: int
     n_out: int
     backend = None
-    w = b = dw = db = None
+    _w = _b = dw = db = None
+    w = _param_property("w")
+    b = _param_property("b")
     #: constructor arguments, in order, as stored by :meth:`spec`
     _spec_args = ()
 
@@ -85,7 +113,7 @@ class Layer:
         raise NotImplementedError
 
     def bind(self, backend, w, b, dw, db, mini_batch_size, dtype, needs_dx, rng):
-        self.backend, self.w, self.b, self.dw, self.db = backend, w, b, dw, db
+        self.backend, self._w, self._b, self.dw, self.db = backend, w, b, dw, db
         self.mini_batch_size, self.dtype, self.needs_dx, self.rng = mini_batch_size, dtype, needs_dx, rng
         self._allocate(backend, mini_batch_size, dtype)
 

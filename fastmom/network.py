@@ -46,8 +46,11 @@ class Network:
 
     Attributes
     ----------
-    params : list of arrays
-        ``[w0, b0, w1, b1, ...]``, writable views of the flat parameter buffer.
+    params : ParamViews
+        ``[w0, b0, w1, b1, ...]``: a read-only sequence of writable views of the flat
+        parameter buffer. Write into a view (``net.params[0][...] = w``) or assign
+        ``net.layers[0].w = w`` (copied into the buffer, shape checked);
+        ``net.params[0] = w`` is refused with a TypeError.
     seed_sequence : numpy.random.SeedSequence
         The root of every random stream of this network (``SeedSequence(seed)``); a
         checkpoint stores its entropy so that a reload rebuilds the same tree.

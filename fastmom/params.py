@@ -10,7 +10,26 @@ from __future__ import annotations
 
 from math import prod
 
-__all__ = ["ParamBuffer"]
+__all__ = ["ParamBuffer", "ParamViews"]
+
+
+class ParamViews(tuple):
+    """A read-only sequence of writable views (``net.params``, ``net.flat.grads``).
+
+    Replacing an item would only rebind a slot of this sequence, never the flat
+    buffer that training updates and ``save()`` writes, so it is refused; write into
+    a view (``net.params[0][...] = x``) or assign ``layer.w``/``layer.b`` (copied
+    into the buffer) instead.
+    """
+
+    _READ_ONLY = ("net.params is read-only (its items are views of the flat parameter buffer): "
+                  "write into a view, net.params[i][...] = x, or assign layer.w / layer.b")
+
+    def __setitem__(self, index, value):
+        raise TypeError(self._READ_ONLY)
+
+    def __delitem__(self, index):
+        raise TypeError(self._READ_ONLY)
 
 
 class ParamBuffer:
@@ -30,8 +49,8 @@ class ParamBuffer:
         The flat buffers (weights segment first).
     n_weights : int
         Length of the weights segment: ``data[:n_weights]`` holds every weight.
-    params, grads : list of arrays
-        Views ``[w0, b0, w1, b1, ...]`` into ``data`` and ``grad``.
+    params, grads : ParamViews
+        Read-only sequences of writable views ``[w0, b0, w1, b1, ...]`` into ``data`` and ``grad``.
     """
 
     def __init__(self, shapes, dtype, backend):
@@ -53,7 +72,7 @@ class ParamBuffer:
             out.append(flat[bo:bo + nb].reshape(bs))
             wo += nw
             bo += nb
-        return out
+        return ParamViews(out)
 
     def weights(self):
         """The weights segment (a view): what network3's L2 term decays."""

@@ -58,3 +58,44 @@ def test_uint8_images_are_scaled_like_the_loaders(rng, capsys):
     Trainer(c, eta=0.1, progress=False).fit((x8, y), 1, (x8, y))
     Trainer(d, eta=0.1, progress=False).fit((x, y), 1, (x, y))
     np.testing.assert_array_equal(c.flat.data, d.flat.data)
+
+
+# -- parameter assignment --------------------------------------------------------------------
+
+def test_assigning_layer_w_and_b_writes_the_flat_buffer(rng, tmp_path):
+    net = small_net()
+    x = rng.random((4, 784))
+    w_new = rng.normal(size=net.layers[1].w.shape)
+    net.layers[1].w = w_new
+    net.layers[2].b = np.arange(10)
+    assert np.shares_memory(net.layers[1].w, net.flat.data)  # still the buffer's view
+    np.testing.assert_array_equal(net.params[2], w_new.astype(np.float32))
+    np.testing.assert_array_equal(net.params[5], np.arange(10))
+    net.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(Network.load(tmp_path / "m.npz").forward(x), net.forward(x))
+    view = net.layers[0].w
+    net.layers[0].w += 1.0  # in place: the view itself comes back
+    assert net.layers[0].w is view
+
+
+@pytest.mark.parametrize("value,exc,match", [
+    (np.ones((3, 3)), ValueError, r"FullyConnectedLayer\.w must have shape \(432, 11\), got \(3, 3\)"),
+    (np.ones((432, 11), complex), TypeError, "must hold real numbers"),
+])
+def test_assigning_a_bad_layer_w_is_refused(value, exc, match):
+    net = small_net()
+    before = net.flat.data.copy()
+    with pytest.raises(exc, match=match):
+        net.layers[1].w = value
+    np.testing.assert_array_equal(net.flat.data, before)
+
+
+def test_params_refuses_item_assignment_but_views_stay_writable():
+    net = small_net()
+    with pytest.raises(TypeError, match=r"net\.params is read-only.*net\.params\[i\]\[\.\.\.\] = x"):
+        net.params[0] = np.zeros(net.params[0].shape)
+    with pytest.raises(TypeError, match="read-only"):
+        del net.params[0]
+    net.params[0][...] = 0.5
+    assert (net.layers[0].w == 0.5).all() and (net.flat.data[:net.params[0].size] == 0.5).all()
+    assert len(net.params) == 6 and [p.shape for p in net.params[::2]][0] == (3, 1, 5, 5)
