@@ -37,8 +37,8 @@ from __future__ import annotations
 from .._machine import machine_info
 from .metrics import compare_to_sgd, epochs_to_target, seconds_to_target, select_eta, summarize_setting
 from .plots import write_plots
-from .problems import (DEFAULT_ETAS, PROBLEM_ALIASES, PROBLEMS, QUICK, OptimizerSpec, Problem,
-                       build_network, load_problem_data)
+from .problems import (DEFAULT_ETAS, EXPAND_SEED, PROBLEM_ALIASES, PROBLEMS, QUICK, OptimizerSpec,
+                       Problem, build_network, load_problem_data)
 from .report import write_markdown
 from .suite import run_one, run_suite
 
@@ -48,7 +48,7 @@ from .problems import RESULT_PREFIX, resolve_problems  # noqa: F401,E402
 from .report import markdown_report, write_reports  # noqa: F401,E402
 
 __all__ = [
-    "Problem", "OptimizerSpec", "PROBLEMS", "PROBLEM_ALIASES", "DEFAULT_ETAS", "QUICK",
+    "Problem", "OptimizerSpec", "PROBLEMS", "PROBLEM_ALIASES", "DEFAULT_ETAS", "EXPAND_SEED", "QUICK",
     "build_network", "load_problem_data", "run_one", "run_suite", "select_eta",
     "epochs_to_target", "seconds_to_target", "summarize_setting", "compare_to_sgd",
     "machine_info", "write_markdown", "write_plots", "main",

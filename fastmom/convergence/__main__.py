@@ -76,6 +76,10 @@ def build_parser(prog="fastmom bench-convergence"):
     p.add_argument("--max-batches", type=int, help="use only this many training batches per epoch")
     p.add_argument("--fraction", type=float, help="use only this fraction of the training set")
     p.add_argument("--max-eval", type=int, help="use only this many validation and test images")
+    p.add_argument("--expand", action="store_true",
+                   help="train on network3's expanded training set (each image and its four "
+                        "one-pixel shifts, 5x the images; validation and test not expanded); "
+                        "default output directory: ./bench/results/convergence-PROBLEM-expand")
     p.add_argument("--select", choices=SELECTION_CRITERIA, default="final",
                    help="eta selection on validation accuracy: final (default), best, target")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib)")
@@ -138,9 +142,11 @@ def _run(args, problems, command):
     from ..backends import DeviceError
 
     quick = QUICK if args.quick else {}
-    out = args.out if args.out is not None else str(default_out(args.quick))
     pick = lambda value, key: value if value is not None else quick.get(key)  # noqa: E731
     for name in problems:
+        out = args.out if args.out is not None else str(default_out(args.quick))
+        if args.expand and args.out is None and not args.quick:  # never beside the plain results
+            out = str(Path(out) / f"{RESULT_PREFIX}-{name}-expand")
         try:
             run_suite(name, optimizers=pick(args.optimizers, "optimizers"),
                       etas=pick(args.etas, "etas"), seeds=pick(args.seeds, "seeds"),
@@ -149,7 +155,7 @@ def _run(args, problems, command):
                       fraction=args.fraction, max_eval=pick(args.max_eval, "max_eval"),
                       criterion=args.select, out=out, plots=not args.no_plots,
                       resume=args.resume, resume_from=args.resume_from,
-                      train_missing=not args.no_train, command=command)
+                      train_missing=not args.no_train, command=command, expand=args.expand)
         except (ValueError, DeviceError) as exc:  # bad grid, missing data set or device
             print(f"error: {exc}", file=sys.stderr)
             return 2

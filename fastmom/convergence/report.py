@@ -83,6 +83,7 @@ def _header_lines(doc):
     """The title, the problem and the grid, the protocol, the machine and the command."""
     cfg, meta = doc["config"], doc["meta"]
     lines = [f"## Convergence: problem {cfg['number']}, `{cfg['problem']}`"
+             + (", expanded training set" if cfg.get("expand") else "")
              + (" (REDUCED grid)" if cfg.get("reduced") else ""), ""]
     lines.append(f"{cfg['description']}. lmbda {cfg['lmbda']}, epoch budget {cfg['epochs']}, "
                  f"target {pct(cfg['target_validation_accuracy'])} validation accuracy, "
@@ -95,6 +96,11 @@ def _header_lines(doc):
                  f"{', '.join(map(str, cfg['batch_sizes']))}"
                  + "".join(f"; images (train/validation/test) at batch {bs}: "
                            f"{'/'.join(map(str, n))}" for bs, n in sizes.items()) + ".")
+    if cfg.get("expand"):
+        lines.append(f"- Training set: EXPANDED (`expand: true`): network3's expanded training set, "
+                     f"each training image and its four one-pixel shifts, 5x the images, shuffled "
+                     f"(`fastmom.data.expand(training, seed={cfg.get('expand_seed')})`); validation "
+                     f"and test not expanded.")
     subset = [f"{k}={cfg[k]}" for k in ("max_batches", "fraction", "max_eval") if cfg.get(k)]
     if subset:
         lines.append(f"- Data subset: {', '.join(subset)}.")

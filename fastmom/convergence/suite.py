@@ -13,7 +13,8 @@ import numpy as np
 from .._machine import load_average, machine_info, source_commit
 from ._text import pct
 from .metrics import SELECTION_CRITERIA, summarize_document
-from .problems import PROBLEMS, RESULT_PREFIX, OptimizerSpec, parse_optimizers, build_network, load_problem_data
+from .problems import (EXPAND_SEED, PROBLEMS, RESULT_PREFIX, OptimizerSpec, parse_optimizers, build_network,
+                       load_problem_data)
 from .report import write_reports, write_result_json
 
 __all__ = ["run_one", "run_suite"]
@@ -154,8 +155,10 @@ def _is_reduced(problem, grid, subset):
             or any(not set(problem.etas) <= set(g) for g in grid.etas.values()))
 
 
-def _suite_config(problem, grid, subset, criterion, backend):
-    """The ``config`` of the JSON document: the problem, the grid and the protocol."""
+def _suite_config(problem, grid, subset, criterion, backend, expand=False):
+    """The ``config`` of the JSON document: the problem, the grid and the protocol
+    (``expand``/``expand_seed`` only with the expanded training set, so that the
+    files written before it existed read, and print, as they did)."""
     per_optimizer = len(set(grid.etas.values())) > 1
     config = {
         "problem": problem.name, "number": problem.number, "description": problem.description,
@@ -167,6 +170,8 @@ def _suite_config(problem, grid, subset, criterion, backend):
         "seeds": list(grid.seeds), **subset, "selection": criterion, "shuffle": True,
         "device": backend,
     }
+    if expand:
+        config.update(expand=True, expand_seed=EXPAND_SEED)
     config["reduced"] = _is_reduced(problem, grid, subset)
     return config
 
@@ -184,9 +189,12 @@ def _run_key(run):
 
 
 def _same_configuration(old, config, problem):
-    same = {k: v for k, v in old.get("config", {}).items() if k in _RESUME_KEYS}
+    cfg = old.get("config", {})
+    same = {k: v for k, v in cfg.items() if k in _RESUME_KEYS}
     return (same == {k: config[k] for k in same}
-            and old.get("config", {}).get("problem", problem.name) == problem.name)
+            and cfg.get("problem", problem.name) == problem.name
+            # a file without the key was trained on the plain training set
+            and cfg.get("expand", False) == config.get("expand", False))
 
 
 def _keep_sessions(meta, old_meta):
@@ -210,7 +218,8 @@ def _finished_runs(sources, problem, config, meta, log):
         if not _same_configuration(old, config, problem):
             if explicit:
                 raise ValueError(f"{path} holds another problem or configuration "
-                                 f"({ {k: old.get('config', {}).get(k) for k in ('problem',) + _RESUME_KEYS} })")
+                                 f"({ {k: old.get('config', {}).get(k) for k in ('problem',) + _RESUME_KEYS} }"
+                                 f"{', expanded training set' if old.get('config', {}).get('expand') else ''})")
             log(f"not resuming: {path} was made with another configuration")
             continue
         found = 0
@@ -267,10 +276,11 @@ def _log_run(log, count, total, problem, key, run):
 def _train_grid(session, problem, subset, device, train_missing, log):
     """Run (or reuse) every run of the grid in order, saving after each."""
     grid, doc = session.grid, session.doc
+    expand = bool(doc["config"].get("expand"))
     count = 0
     for bs in grid.batch_sizes:
         data = load_problem_data(problem, subset["max_batches"], subset["fraction"], bs,
-                                 subset["max_eval"])
+                                 subset["max_eval"], expand=expand)
         doc["config"].setdefault("sizes", {})[str(bs)] = [len(d[1]) for d in data]
         for spec in grid.specs:
             for eta in grid.etas[spec.label]:
@@ -284,6 +294,8 @@ def _train_grid(session, problem, subset, device, train_missing, log):
                         continue
                     else:
                         run = run_one(problem, data, spec, eta, seed, bs, grid.epochs, device)
+                        if expand:
+                            run["expand"] = True
                         doc["meta"]["runs_trained"] += 1
                     doc["runs"].append(run)
                     _log_run(log, count, grid.total, problem, key, run)
@@ -295,14 +307,14 @@ def _train_grid(session, problem, subset, device, train_missing, log):
 # ---------------------------------------------------------------------------
 
 
-def _start(problem, grid, subset, criterion, device, command):
+def _start(problem, grid, subset, criterion, device, command, expand=False):
     """The document's ``meta`` (machine, commit, command) and ``config``."""
     if criterion not in SELECTION_CRITERIA:
         raise ValueError(f"criterion must be one of {SELECTION_CRITERIA}")
     meta = machine_info(device)
     meta["git_commit"] = source_commit()
     meta["command"] = command
-    return meta, _suite_config(problem, grid, subset, criterion, meta["backend"])
+    return meta, _suite_config(problem, grid, subset, criterion, meta["backend"], expand)
 
 
 def _resume_sources(json_path, resume, resume_from):
@@ -313,7 +325,7 @@ def _resume_sources(json_path, resume, resume_from):
 def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, batch_sizes=None,
               device=None, max_batches=None, fraction=None, max_eval=None, criterion="final",
               out=None, plots=True, resume=False, resume_from=(), train_missing=True,
-              command=None, log=print):
+              command=None, log=print, expand=False):
     """Run one problem's grid and write its JSON, Markdown and plots.
 
     Parameters
@@ -324,6 +336,13 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     device : str, optional
     max_batches, fraction, max_eval
         Subsetting for short runs (see :func:`load_problem_data`).
+    expand : bool
+        Train on network3's expanded training set (the subset's images and their
+        four one-pixel shifts, :func:`fastmom.data.expand` with seed
+        ``EXPAND_SEED``), built once per process; validation and test are not
+        expanded. Recorded as ``expand: true`` in the config (and each run) and in
+        the report; runs of the plain training set are never resumed into it, nor
+        the other way round.
     criterion : {"final", "best", "target"}
         How each optimizer's eta is chosen (always on validation accuracy).
     out : path, optional
@@ -351,7 +370,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
         problem = PROBLEMS[problem]
     grid = _make_grid(problem, optimizers, etas, seeds, epochs, batch_sizes)
     subset = {"max_batches": max_batches, "fraction": fraction, "max_eval": max_eval}
-    meta, config = _start(problem, grid, subset, criterion, device, command)
+    meta, config = _start(problem, grid, subset, criterion, device, command, expand)
     json_path = None
     if out is not None:
         out = Path(out)

@@ -411,3 +411,82 @@ def test_one_seed_is_reported_as_one_seed_not_as_zero_spread():
     runs.append(_run("sgd", 0.1, 1, [0.90, 0.96]))
     at = cv.summarize_setting(runs, target=0.95)["optimizers"]["sgd"]["at_chosen"]
     assert fmt_mean_std(at["final_validation"]) == "96.00 ± 0.00"
+
+
+# -- the expanded training set (--expand) ----------------------------------------------
+
+
+def _five_versions(images, labels):
+    """``(bytes, label)`` of each image and its four one-pixel shifts (network3's
+    expand_mnist.py: roll by one pixel, the wrapped-in row or column zeroed)."""
+    out = []
+    for img, label in zip(images.reshape(-1, 28, 28), labels):
+        versions = [img]
+        for axis, d in ((0, 1), (0, -1), (1, 1), (1, -1)):
+            s = np.roll(img, d, axis=axis)
+            edge = 0 if d > 0 else -1
+            if axis == 0:
+                s[edge, :] = 0
+            else:
+                s[:, edge] = 0
+            versions.append(s)
+        out += [(v.astype(np.float32).tobytes(), int(label)) for v in versions]
+    return out
+
+
+def test_expand_builds_five_times_the_training_images_with_their_labels():
+    from collections import Counter
+
+    problem = cv.PROBLEMS["conv-sample"]
+    plain = cv.load_problem_data(problem, max_batches=3, batch_size=10, max_eval=20)
+    data = cv.load_problem_data(problem, max_batches=3, batch_size=10, max_eval=20, expand=True)
+    (x, y), (x0, y0) = data[0], plain[0]
+    assert x.shape == (150, 784) and y.shape == (150,) and x.dtype == x0.dtype
+    for split in (1, 2):  # validation and test are not expanded
+        for a, b in zip(data[split], plain[split]):
+            np.testing.assert_array_equal(a, b)
+    # the same multiset of (image, label) as the five versions of each original
+    got = Counter((img.astype(np.float32).tobytes(), int(label)) for img, label in zip(x, y))
+    assert got == Counter(_five_versions(x0, y0))
+    assert not np.array_equal(y[:30], np.tile(y0, 5)[:30])  # shuffled, not in block order
+    # built once per process: the same arrays again, not a copy
+    again = cv.load_problem_data(problem, max_batches=3, batch_size=10, max_eval=20, expand=True)
+    assert again[0][0] is x and again[0][1] is y
+    # the fraction option subsets before expanding too
+    frac = cv.load_problem_data(problem, fraction=0.01, batch_size=10, max_eval=20, expand=True)
+    assert len(frac[0][1]) == 5 * 40
+
+
+def test_expand_setting_is_recorded_and_kept_apart_from_the_plain_one(tmp_path, monkeypatch, capsys):
+    base = ["--device", "reference", "--no-plots", "--optimizers", "sgd", "--etas", "0.1",
+            "--seeds", "0", "--epochs", "1", "--max-batches", "2", "--max-eval", "20"]
+    # without --out, in a checkout: its own directory, never beside the plain results
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    assert cv.main(base + ["--expand"]) == 0
+    out = tmp_path / "bench" / "results" / "convergence-conv-sample-expand"
+    doc = json.loads((out / "convergence-conv-sample.json").read_text())
+    cfg = doc["config"]
+    assert cfg["expand"] is True and cfg["expand_seed"] == cv.EXPAND_SEED
+    assert cfg["sizes"] == {"10": [5 * 20, 20, 20]}
+    assert [r["expand"] for r in doc["runs"]] == [True]
+    md = (out / "convergence-conv-sample.md").read_text()
+    assert md.startswith("## Convergence: problem 1, `conv-sample`, expanded training set")
+    assert "`expand: true`" in md and "seed=0" in md
+    # the plain setting records no expand key (its files print as before)
+    assert cv.main(base + ["--out", "plain"]) == 0
+    plain = json.loads((tmp_path / "plain" / "convergence-conv-sample.json").read_text())
+    assert "expand" not in plain["config"] and "expand" not in plain["runs"][0]
+    assert "expand" not in (tmp_path / "plain" / "convergence-conv-sample.md").read_text()
+    # neither setting resumes the other's runs
+    capsys.readouterr()
+    assert cv.main(base + ["--expand", "--out", "x", "--resume-from",
+                           "plain/convergence-conv-sample.json"]) == 2
+    assert "another problem or configuration" in capsys.readouterr().err
+    assert cv.main(base + ["--out", "y", "--resume-from",
+                           str(out / "convergence-conv-sample.json")]) == 2
+    assert "expanded training set" in capsys.readouterr().err
+    # and the report rebuilds from the JSON alone
+    (out / "convergence-conv-sample.md").unlink()
+    assert cv.main(["--report", str(out / "convergence-conv-sample.json"), "--no-plots"]) == 0
+    assert (out / "convergence-conv-sample.md").read_text() == md
