@@ -140,10 +140,18 @@ class Trainer:
         momentum, nesterov, lmbda, as training left them) replace the constructor's;
         set ``trainer.eta`` afterwards to change eta. Training continues
         bit-identically to an uninterrupted run on the same backend and thread
-        count, from the exact mini-batch where the checkpoint was taken.
+        count, from the exact mini-batch where the checkpoint was taken: call
+        :meth:`fit_to` with the run's total number of epochs to stop where it would
+        have stopped (:meth:`fit` counts epochs *more*).
 
     Notes
     -----
+    Epochs: ``fit(data, n)`` trains ``n`` more epochs and appends to the history
+    (a second ``fit`` continues); ``fit_to(data, total)`` trains until ``total``
+    epochs are finished in all, counting those in a resumed checkpoint: the resume
+    path (``fastmom train --resume`` and any script that reruns itself after a
+    crash call it with the same total every time).
+
     Ctrl-C: while :meth:`fit` runs in the main thread with checkpointing on, SIGINT
     is deferred to the end of the current mini-batch (or the current checkpoint
     write); the trainer then writes a checkpoint and raises
@@ -314,20 +322,42 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
 
     def fit(self, training_data, epochs, validation_data=None, test_data=None):
-        """Train for ``epochs`` epochs (counting from ``self.epoch``) and return the history.
+        """Train ``epochs`` more epochs, append their records to :attr:`history` and
+        return it (Keras's meaning: a second ``fit(data, 3)`` trains 3 more).
+
+        ``fit(data, n)`` is ``fit_to(data, trainer.epoch + n)``: an epoch left partly
+        trained (by a checkpoint taken inside it, or Ctrl-C) counts as the first of
+        the ``n``. To finish a resumed run where the uninterrupted one would have
+        stopped, use :meth:`fit_to` with the run's total.
 
         Raises
         ------
+        ValueError
+            For bad data, or ``early_stopping`` without ``validation_data``.
         DivergenceError
             When a mini-batch's cost or gradient is not finite (the step is not applied).
         TrainingInterrupted
             On Ctrl-C with checkpointing on, after writing a checkpoint.
         """
+        epochs = _validate.non_negative_int("epochs", epochs)
+        return self.fit_to(training_data, self.epoch + epochs, validation_data, test_data)
+
+    def fit_to(self, training_data, total_epochs, validation_data=None, test_data=None):
+        """Train until :attr:`epoch` (epochs finished, over every fit and the resumed
+        checkpoint) reaches ``total_epochs``; return the history.
+
+        The resume path: ``Trainer.from_checkpoint(path).fit_to(data, N)`` (or
+        ``Trainer(net, resume=...)``) ends exactly where an uninterrupted
+        ``fit(data, N)`` from scratch ends, bit-identically on the same backend and
+        thread count, whether the checkpoint was taken at an epoch's end or inside an
+        epoch. Nothing is trained when ``epoch >= total_epochs``. Raises as
+        :meth:`fit`.
+        """
+        total_epochs = _validate.non_negative_int("total_epochs", total_epochs)
         with deferred_sigint(self.checkpointer is not None) as self._sigint:
-            return self._fit(training_data, epochs, validation_data, test_data)
+            return self._fit(training_data, total_epochs, validation_data, test_data)
 
     def _fit(self, training_data, epochs, validation_data, test_data):
-        epochs = _validate.non_negative_int("epochs", epochs)
         run = self._prepare(training_data, validation_data, test_data)
         guard = make_guard(self.check_finite, self.check_every, self.net, self.optimizer, self._checkpoint_note)
         self.stop_training = False
@@ -343,6 +373,9 @@ class Trainer:
         x, y = net.prepare_data(training_data, "training_data")
         val = net.prepare_data(validation_data, "validation_data") if validation_data is not None else None
         test = net.prepare_data(test_data, "test_data") if test_data is not None else None
+        if self._early_stopping is not None and val is None:
+            raise ValueError(f"early_stopping={self.early_stopping} needs validation_data: it stops when "
+                             f"validation accuracy stops improving")
         n, bs = x.shape[0], net.mini_batch_size
         if n // bs == 0:
             raise ValueError(f"training_data has {n} images, fewer than mini_batch_size={bs}")

@@ -41,7 +41,7 @@ def outcome(t):
 
 def check_continues_as_recorded(t):
     train, val = data()
-    t.fit(train, EPOCHS, val)
+    t.fit_to(train, EPOCHS, val)  # the total: the resume path
     arrays, recorded = expected()
     np.testing.assert_array_equal(t.net.flat.data, arrays["params"])
     np.testing.assert_array_equal(t.optimizer.velocity, arrays["velocity"])

@@ -62,7 +62,7 @@ SCRIPT = textwrap.dedent("""
         path = sys.argv[5] if len(sys.argv) > 5 else latest_checkpoint(os.path.join(out, "ck"))
         net = Network.load(path)
         t = trainer(net, resume=path)
-        t.fit(train, int(sys.argv[4]), val)
+        t.fit_to(train, int(sys.argv[4]), val)
         dump(t)
     elif mode == "sigint":            # train "forever", checkpointing every 5 steps
         t = trainer(Network(layers(), 10, device=device, seed=7), checkpoint_dir=os.path.join(out, "ck"),
@@ -132,7 +132,7 @@ def test_resume_inside_an_epoch_is_bit_identical(tmp_path):
     assert len(mid) >= 2
     for path in mid:
         resumed = Trainer.from_checkpoint(path, progress=False)
-        resumed.fit(data, 3)
+        resumed.fit_to(data, 3)
         np.testing.assert_array_equal(resumed.net.flat.data, straight.net.flat.data)
         np.testing.assert_array_equal(resumed.optimizer.velocity, straight.optimizer.velocity)
         assert resumed.history.column("cost") == straight.history.column("cost")

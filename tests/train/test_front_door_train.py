@@ -1,0 +1,64 @@
+"""Issue 15, "the front door", training half: fit counts epochs *more* (fit_to counts
+the total: the resume path), early stopping needs validation data, the collapse guard."""
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+from fastmom import FullyConnectedLayer, Network, ReLU, SoftmaxLayer, Trainer
+from fastmom.checkpoint import list_checkpoints
+
+
+def problem(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 12)).astype(np.float32)
+    return x, (x[:, :4].sum(1) * 3).astype(np.int64) % 3
+
+
+def net(seed=3):
+    return Network([FullyConnectedLayer(12, 6, activation_fn=ReLU, p_dropout=0.2), SoftmaxLayer(6, 3)], 4,
+                   device="reference", seed=seed)
+
+
+# -- fit: epochs more; fit_to: the total -------------------------------------------------------
+
+def test_a_second_fit_trains_more_epochs_and_appends():
+    data, val = problem(), problem(20, 1)
+    once = Trainer(net(), eta=0.1, progress=False)
+    once.fit(data, 3, val)
+    twice = Trainer(net(), eta=0.1, progress=False)
+    twice.fit(data, 2, val)
+    history = twice.fit(data, 1, val)
+    assert twice.epoch == 3 and len(history) == 3 and history.column("epoch") == [0, 1, 2]
+    assert history.column("cost") == once.history.column("cost")
+    np.testing.assert_array_equal(twice.net.flat.data, once.net.flat.data)
+    twice.fit(data, 0)  # zero more: nothing
+    assert twice.epoch == 3
+
+
+def test_fit_to_counts_the_total_and_fit_counts_more_after_a_resume(tmp_path):
+    data = problem()
+    straight = Trainer(net(), eta=0.1, progress=False)
+    straight.fit(data, 4)
+    part = Trainer(net(), eta=0.1, progress=False, checkpoint_dir=tmp_path)
+    part.fit(data, 2)
+    path = list_checkpoints(tmp_path)[-1]
+    to_total = Trainer.from_checkpoint(path, progress=False)
+    to_total.fit_to(data, 4)
+    np.testing.assert_array_equal(to_total.net.flat.data, straight.net.flat.data)
+    more = Trainer.from_checkpoint(path, progress=False)
+    more.fit(data, 2)  # 2 more than the checkpoint's 2
+    assert more.epoch == 4
+    np.testing.assert_array_equal(more.net.flat.data, straight.net.flat.data)
+    to_total.fit_to(data, 3)  # already past: nothing trained
+    assert to_total.epoch == 4 and len(to_total.history) == 4
+
+
+def test_early_stopping_without_validation_data_is_refused():
+    tr = Trainer(net(), eta=0.1, progress=False, early_stopping=2)
+    with pytest.raises(ValueError, match="early_stopping=2 needs validation_data"):
+        tr.fit(problem(), 3)
+    assert tr.epoch == 0 and tr.step == 0
+    tr.fit(problem(), 1, problem(20, 1))  # with it: fine
