@@ -51,6 +51,26 @@ def _combined_only(session):
     return "--no-train" in (session.get("command") or "")
 
 
+def _trained_sessions(meta):
+    """The sessions (``meta`` and its ``earlier_sessions``) that trained runs."""
+    trained = [e for e in meta.get("earlier_sessions", []) if not _combined_only(e)]
+    return trained + ([] if _combined_only(meta) else [meta])
+
+
+def _machine_text(meta):
+    """The machine of the file; when some runs were trained on another CPU model (a
+    grid resumed on another machine), each model that trained runs, with its number of
+    sessions."""
+    own = f"{meta['cpu_model']}, {meta['cpu_cores']} cores, {meta['platform']}"
+    models = {}
+    for e in _trained_sessions(meta):
+        models[e.get("cpu_model")] = models.get(e.get("cpu_model"), 0) + 1
+    if set(models) <= {meta["cpu_model"]}:
+        return own
+    trained = ", ".join(f"{m} ({n} session{'s' if n > 1 else ''})" for m, n in models.items())
+    return f"runs trained on {trained}; this file written on {own}"
+
+
 def _sessions_text(meta):
     """When, with how many threads and under what load the runs were trained.
 
@@ -61,9 +81,8 @@ def _sessions_text(meta):
     if not earlier:
         return (f"{here['threads']} threads; {here['date']}; load average at start "
                 f"{here['load_average_at_start']}")
-    trained = [e for e in earlier if not _combined_only(e)]
+    trained = _trained_sessions(meta)
     combined_only = _combined_only(meta)
-    trained += [] if combined_only else [here]
     if not trained:  # nothing says who trained the runs (hand-edited or very old files)
         return f"combined on {here['date']} without training"
     dates = sorted(str(e.get("date")) for e in trained)
@@ -108,7 +127,7 @@ def _header_lines(doc):
                  "test figures are those of the chosen eta, mean ± std over seeds. An eta with a "
                  "diverged seed is never chosen. Same initial weights, data order and dropout "
                  "masks for every optimizer at a given seed.")
-    lines.append(f"- Machine: {meta['cpu_model']}, {meta['cpu_cores']} cores, {meta['platform']}; "
+    lines.append(f"- Machine: {_machine_text(meta)}; "
                  f"fastmom {meta['fastmom_version']} (commit {meta.get('git_commit')}), backend "
                  f"`{meta['backend']}`; {_sessions_text(meta)}.")
     lines.append(f"- Total time: {hms(meta.get('suite_seconds', 0))} for {len(doc['runs'])} runs"

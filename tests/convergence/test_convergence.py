@@ -397,6 +397,23 @@ def test_report_counts_only_the_sessions_that_trained():
     assert "trained in 3 sessions" in text and "1/2 threads" in text and "without" not in text
 
 
+def test_report_names_every_cpu_that_trained_runs():
+    """A grid resumed on another machine says which CPU trained how many sessions; a
+    file trained on one CPU prints its machine as before."""
+    from fastmom.convergence.report import _machine_text
+
+    def session(model, **extra):
+        return dict(cpu_model=model, cpu_cores=2, platform="Linux", **extra)
+
+    meta = session("Intel Xeon", runs_trained=0, earlier_sessions=[
+        session("AMD EPYC", runs_trained=4), session("AMD EPYC", runs_trained=2),
+        session("Intel Xeon", runs_trained=1), session("Intel Xeon", runs_trained=0)])
+    assert _machine_text(meta) == ("runs trained on AMD EPYC (2 sessions), Intel Xeon (1 session); "
+                                   "this file written on Intel Xeon, 2 cores, Linux")
+    meta["earlier_sessions"] = meta["earlier_sessions"][2:]
+    assert _machine_text(meta) == "Intel Xeon, 2 cores, Linux"
+
+
 def test_one_seed_is_reported_as_one_seed_not_as_zero_spread():
     """A setting run with a single seed has no measured spread: the report must not
     print "± 0.00", and a verdict on it says the noise is unknown."""
