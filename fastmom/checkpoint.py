@@ -73,12 +73,22 @@ def set_rng_state(rng, state):
 
 # -- file I/O ------------------------------------------------------------------------------
 
-def write_checkpoint(path, meta, arrays):
+def source_name(path):
+    """How messages name ``path``: the path, or ``<in-memory>`` for a file object."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.fsdecode(path)
+    return getattr(path, "name", None) or "<in-memory fastmom file>"
+
+
+def write_checkpoint(path, meta, arrays, overwrite=False):
     """Atomically write ``meta`` (JSON) and host ``arrays`` (name -> ndarray) to ``path``.
 
     The data go to a temporary file next to ``path`` that is fsynced and then renamed
     over ``path``; on any exception (``KeyboardInterrupt`` included) the temporary file
-    is removed and ``path`` keeps its previous content.
+    is removed and ``path`` keeps its previous content. A read-only file at ``path``
+    is replaced only with ``overwrite=True`` (see :func:`fastmom._io.atomic_write`).
+    ``path`` may also be a binary file object (``io.BytesIO``: how a network is
+    pickled), written directly.
     """
     meta = dict(meta, format=FORMAT, version=FORMAT_VERSION)
     # allow_nan: an inf images_per_second in the history is legal (Python's JSON dialect)
@@ -87,7 +97,10 @@ def write_checkpoint(path, meta, arrays):
     for name, a in arrays.items():
         if a is not None:
             members[name] = np.ascontiguousarray(a)
-    return atomic_write(path, lambda f: np.savez(f, **members))
+    if hasattr(path, "write"):
+        np.savez(path, **members)
+        return path
+    return atomic_write(path, lambda f: np.savez(f, **members), overwrite=overwrite)
 
 
 def read_checkpoint(path):
@@ -99,23 +112,25 @@ def read_checkpoint(path):
         Naming ``path``: missing, not an npz, truncated or corrupt (CRC), no or invalid
         metadata, another format or version, or members of the wrong type.
     """
-    path = os.fspath(path)
+    source = source_name(path)
+    if not hasattr(path, "read"):
+        path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with _open_npz(path, source) as z:
             names = set(z.files)
             if "meta" not in names:
-                raise CheckpointError(f"{path}: not a fastmom checkpoint (no 'meta' member)")
-            arrays = {name: z[name] for name in names}
+                raise CheckpointError(f"{source}: not a fastmom checkpoint (no 'meta' member)")
+            arrays = {name: _member(z, name, source) for name in names}
     except CheckpointError:
         raise
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: file not found") from exc
+        raise CheckpointError(f"{source}: file not found") from exc
     except IsADirectoryError as exc:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from exc
+        raise CheckpointError(f"{source}: is a directory, not a checkpoint file") from exc
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as exc:
-        # np.load raises ValueError for non-npz bytes, BadZipFile for a cut or damaged
-        # zip (CRC included), ValueError for an object (pickled) member
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from exc
+        # BadZipFile for a cut or damaged zip (CRC included), EOFError for an empty file
+        raise CheckpointError(f"{source}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from exc
+    path = source
     blob = arrays.pop("meta")
     if blob.dtype != np.uint8 or blob.ndim != 1:
         raise CheckpointError(f"{path}: invalid metadata member (dtype {blob.dtype}, shape {blob.shape})")
@@ -138,6 +153,34 @@ def read_checkpoint(path):
     return meta, arrays
 
 
+_NOT_OURS = ("not a fastmom file: fastmom saves pickle-free .npz archives and never loads pickled "
+             "Python objects (loading them can run arbitrary code)")
+
+
+def _open_npz(path, source):
+    """``np.load`` without pickles; CheckpointError for anything but an ``.npz``
+    (a pickle, a lone ``.npy``) in our words, not NumPy's advice to allow pickles."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):  # neither a zip nor an .npy: NumPy took it for a pickle
+            raise CheckpointError(f"{source}: {_NOT_OURS}") from None
+        raise
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{source}: a single NumPy array (.npy), not a fastmom file (fastmom saves "
+                              f".npz archives)")
+    return z
+
+
+def _member(z, name, source):
+    try:
+        return z[name]
+    except ValueError as exc:
+        if "bject arrays" in str(exc):  # a member of Python objects is a pickle
+            raise CheckpointError(f"{source}: member {name!r} holds Python objects; {_NOT_OURS}") from None
+        raise
+
+
 def save_network(net, path):
     """Write ``net``'s architecture, parameters and dropout RNG state to ``path``
     (``net.save(path)``)."""
@@ -149,14 +192,15 @@ def save_network(net, path):
 default_network_type = None
 
 
-def load_network(path, device=None, dtype=None, network_type=None):
+def load_network(path, device=None, dtype=None, network_type=None, mini_batch_size=None):
     """Rebuild the network stored in ``path`` (a network or trainer checkpoint) as a
-    ``network_type`` (default :class:`fastmom.Network`)."""
+    ``network_type`` (default :class:`fastmom.Network`), optionally with another
+    ``mini_batch_size``."""
     network_type = network_type or default_network_type
     meta, arrays = read_checkpoint(path)
     try:
         return network_type.from_spec(meta["network"], arrays["params"], device, dtype,
-                                      source=os.fspath(path))
+                                      source=source_name(path), mini_batch_size=mini_batch_size)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
 

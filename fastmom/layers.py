@@ -45,8 +45,9 @@ def _param_property(name):
                         f"network's flat parameter buffer; assigning copies into it (same shape).")
 
 
-def layer_from_spec(spec, source="spec"):
-    """Rebuild a layer from its :meth:`Layer.spec` (the layer validates the values).
+def layer_from_spec(spec, source="spec", mini_batch_size=None):
+    """Rebuild a layer from its :meth:`Layer.spec` (the layer validates the values),
+    for another ``mini_batch_size`` if given.
 
     Raises ValueError naming ``source`` for an unknown type or invalid arguments."""
     try:
@@ -54,7 +55,7 @@ def layer_from_spec(spec, source="spec"):
         cls = _LAYER_TYPES[kind]
     except (KeyError, TypeError):
         raise ValueError(f"{source}: unknown layer description {spec!r}") from None
-    return cls.from_spec(spec, source)
+    return cls.from_spec(spec, source, mini_batch_size)
 
 
 class Layer:
@@ -73,6 +74,8 @@ class Layer:
     b = _param_property("b")
     #: constructor arguments, in order, as stored by :meth:`spec`
     _spec_args = ()
+    #: the argument whose first value is the mini-batch size (None: the layer has none)
+    _batch_arg = None
 
     def spec(self):
         """A JSON-able description: ``{"type": class name, argument: value, ...}``."""
@@ -84,13 +87,15 @@ class Layer:
         return out
 
     @classmethod
-    def from_spec(cls, spec, source="spec"):
-        """Rebuild a layer from :meth:`spec` output."""
+    def from_spec(cls, spec, source="spec", mini_batch_size=None):
+        """Rebuild a layer from :meth:`spec` output (for ``mini_batch_size`` if given)."""
         try:
             if spec.get("type") != cls.__name__:
                 raise ValueError(f"type {spec.get('type')!r} is not {cls.__name__}")
             kwargs = {arg: tuple(spec[arg]) if isinstance(spec[arg], list) else spec[arg]
                       for arg in cls._spec_args}
+            if mini_batch_size is not None and cls._batch_arg is not None:
+                kwargs[cls._batch_arg] = (mini_batch_size, *kwargs[cls._batch_arg][1:])
             return cls(**kwargs)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{source}: invalid layer description {spec!r} ({exc})") from exc
@@ -142,6 +147,7 @@ class ConvPoolLayer(Layer):
     """
 
     _spec_args = ("filter_shape", "image_shape", "poolsize", "activation_fn")
+    _batch_arg = "image_shape"
 
     def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid):
         self.filter_shape = _validate.int_tuple("filter_shape", filter_shape, 4)

@@ -8,6 +8,8 @@ parameter buffer in one call.
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from . import _validate
@@ -276,11 +278,17 @@ class Network:
         n = (x.shape[0] // bs) * bs if drop_last else x.shape[0]
         if n == 0:
             raise ValueError(f"need at least mini_batch_size={bs} images to measure accuracy")
-        correct = 0
-        for i in range(0, n, bs):
+        return self.count_correct(x[:n], y[:n]) / n
+
+    def count_correct(self, x, y):
+        """How many of the prepared images ``x`` (labels ``y``, see :meth:`prepare_data`)
+        are classified correctly in inference mode, in mini-batches from the first row
+        (what :meth:`evaluate` and a data-parallel trainer's share of it count)."""
+        bs, correct = self.mini_batch_size, 0
+        for i in range(0, x.shape[0], bs):
             _, _, c = self._forward(x[i:i + bs], False, y[i:i + bs])
             correct = correct + c
-        return float(correct) / n
+        return int(correct)
 
     def cost_and_gradients(self, x, y, lmbda=0.0, num_training_batches=1):
         """network3's training cost on one batch and its gradients (no update).
@@ -336,13 +344,14 @@ class Network:
         }
 
     @classmethod
-    def from_spec(cls, spec, params, device=None, dtype=None, source="spec"):
+    def from_spec(cls, spec, params, device=None, dtype=None, source="spec", mini_batch_size=None):
         """Rebuild a network from :meth:`spec` output and its flat parameters (a host
-        array); ``device``/``dtype`` override the stored ones. ValueError names
-        ``source`` when the description is invalid."""
+        array); ``device``/``dtype``/``mini_batch_size`` override the stored ones.
+        ValueError names ``source`` when the description is invalid."""
         try:
-            layers = [layer_from_spec(ls, source) for ls in spec["layers"]]
-            net = cls(layers, spec["mini_batch_size"], device=spec["device"] if device is None else device,
+            layers = [layer_from_spec(ls, source, mini_batch_size) for ls in spec["layers"]]
+            mbs = spec["mini_batch_size"] if mini_batch_size is None else mini_batch_size
+            net = cls(layers, mbs, device=spec["device"] if device is None else device,
                       dtype=spec["dtype"] if dtype is None else dtype, seed=spec["seed_entropy"],
                       weight_init=spec["weight_init"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -368,39 +377,73 @@ class Network:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: invalid dropout RNG state ({exc})") from exc
 
-    def save(self, path):
+    def save(self, path, overwrite=False):
         """Write the architecture, parameters and dropout RNG state to ``path``.
 
         The file is a pickle-free ``.npz`` (see :mod:`fastmom.checkpoint`), written
         atomically: an interrupted save leaves any previous file at ``path`` intact.
-        Raises ValueError (and writes nothing) if a parameter is NaN or infinite.
+        It gets the mode a plain ``open`` gives (``0o666`` less the umask).
+
+        Parameters
+        ----------
+        path : str, path-like or binary file object
+        overwrite : bool, default False
+            An existing file you can write is replaced, as by ``open(path, "wb")``;
+            a read-only one (no write permission bit) only with ``overwrite=True``.
+
+        Raises
+        ------
+        ValueError
+            Writing nothing, if a parameter is NaN or infinite.
+        OSError
+            Naming ``path``: a read-only file there (``PermissionError``, unless
+            ``overwrite``), a missing or unwritable directory, a full disk.
         """
-        from . import checkpoint  # the file format: a leaf module that knows no Network
         params = self.backend.to_numpy(self.flat.data)
         if not np.isfinite(params).all():
             raise ValueError(f"{path}: refusing to save a network whose parameters are not finite")
-        return checkpoint.write_checkpoint(path, {"network": self.spec()}, {"params": params})
+        return self._write(path, params, overwrite)
+
+    def _write(self, path, params, overwrite=False):
+        from . import checkpoint  # the file format: a leaf module that knows no Network
+        return checkpoint.write_checkpoint(path, {"network": self.spec()}, {"params": params}, overwrite)
+
+    def __reduce__(self):
+        """``pickle`` and ``copy.deepcopy`` (and ``copy.copy``) go through the ``.npz``
+        document :meth:`save` writes, in memory: the copy is an independent network
+        (its own buffers) with equal parameters, the same device, dtype and seed, and
+        the dropout generator's state. Non-finite parameters are copied as they are."""
+        buf = io.BytesIO()
+        self._write(buf, self.backend.to_numpy(self.flat.data))
+        return _network_from_npz_bytes, (type(self), buf.getvalue())
 
     @classmethod
-    def load(cls, path, device=None, dtype=None):
+    def load(cls, path, device=None, dtype=None, mini_batch_size=None):
         """Rebuild a network saved by :meth:`save` or by a ``Trainer`` checkpoint.
 
         Parameters
         ----------
-        path : str or path-like
+        path : str, path-like or binary file object
         device : str, optional
             Default: the device it was saved from.
         dtype : numpy dtype, optional
             Default: the stored dtype; parameters are cast to it.
+        mini_batch_size : int, optional
+            Default: the stored one. Another size rebuilds the layers for it (a
+            ``ConvPoolLayer``'s ``image_shape`` carries the batch); the parameters are
+            the same. (A trainer checkpoint resumes only into its own batch size.)
 
         Raises
         ------
         fastmom.checkpoint.CheckpointError
-            Naming ``path`` when it is missing, corrupt, truncated or of another
-            format version.
+            Naming ``path`` when it is missing, corrupt, truncated, of another
+            format version, or not a fastmom file (a pickle is refused, never loaded).
         """
         from . import checkpoint
-        return checkpoint.load_network(path, device=device, dtype=dtype, network_type=cls)
+        if mini_batch_size is not None:
+            _validate.positive_int("mini_batch_size", mini_batch_size)
+        return checkpoint.load_network(path, device=device, dtype=dtype, network_type=cls,
+                                       mini_batch_size=mini_batch_size)
 
     # -- training ----------------------------------------------------------------------
 
@@ -427,6 +470,11 @@ class Network:
         trainer = Trainer(self, eta=eta, momentum=momentum, nesterov=nesterov, lmbda=lmbda,
                           shuffle=False, network3_output=True, progress=False)
         return trainer.fit(training_data, epochs, validation_data, test_data)
+
+
+def _network_from_npz_bytes(cls, data):
+    """Unpickle a network: the inverse of :meth:`Network.__reduce__`."""
+    return cls.load(io.BytesIO(data))
 
 
 def _as_array(a, name):

@@ -99,3 +99,106 @@ def test_params_refuses_item_assignment_but_views_stay_writable():
     net.params[0][...] = 0.5
     assert (net.layers[0].w == 0.5).all() and (net.flat.data[:net.params[0].size] == 0.5).all()
     assert len(net.params) == 6 and [p.shape for p in net.params[::2]][0] == (3, 1, 5, 5)
+
+
+# -- copying and pickling --------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "copy"])
+def test_copy_and_pickle_go_through_the_npz_format(how, rng):
+    net = small_net(p_dropout=0.3, device="cpu" if "cpu" in available() else "reference")
+    net.params[1][...] = rng.normal(size=net.params[1].shape)
+    net.dropout_rng.random()  # advance the dropout stream: its state must travel
+    clone = {"deepcopy": copy.deepcopy, "copy": copy.copy,
+             "pickle": lambda n: pickle.loads(pickle.dumps(n))}[how](net)
+    assert type(clone) is Network and clone is not net
+    assert (clone.device, clone.dtype, clone.mini_batch_size) == (net.device, net.dtype, net.mini_batch_size)
+    np.testing.assert_array_equal(clone.flat.data, net.flat.data)
+    assert not np.shares_memory(clone.flat.data, net.flat.data)
+    x, y = rng.random((8, 784)), rng.integers(0, 10, 8)
+    # the same dropout masks from here on: equal training steps
+    assert clone.cost_and_gradients(x[:4], y[:4])[0] == net.cost_and_gradients(x[:4], y[:4])[0]
+    clone.params[0][...] = 0  # independent
+    assert net.params[0].any()
+
+
+def available():
+    from fastmom import available_devices
+    return available_devices()
+
+
+def test_pickle_holds_no_backend_module():
+    blob = pickle.dumps(small_net())
+    assert b"fastmom.backends" not in blob and b"PK" in blob  # the npz archive's bytes
+
+
+# -- saving: file mode, read-only targets, error names ---------------------------------------
+
+def test_saved_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        small_net().save(tmp_path / "a.npz")
+        os.umask(0o077)
+        small_net().save(tmp_path / "b.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.npz").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "b.npz").st_mode) == 0o600
+
+
+def test_saving_over_files(tmp_path):
+    path = tmp_path / "m.npz"
+    first, second = small_net(seed=1), small_net(seed=2)
+    first.save(path)
+    second.save(path)  # a writable file of yours is replaced, as open(path, "wb") would
+    np.testing.assert_array_equal(Network.load(path).flat.data, second.flat.data)
+    os.chmod(path, 0o444)
+    with pytest.raises(PermissionError, match=r"Read-only file, not replaced \(pass overwrite=True.*m\.npz'$"):
+        first.save(path)
+    np.testing.assert_array_equal(Network.load(path).flat.data, second.flat.data)
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+    first.save(path, overwrite=True)
+    np.testing.assert_array_equal(Network.load(path).flat.data, first.flat.data)
+
+
+def test_save_errors_name_the_target_not_the_temporary_file(tmp_path):
+    target = tmp_path / "missing-dir" / "m.npz"
+    with pytest.raises(FileNotFoundError) as exc:
+        small_net().save(target)
+    assert exc.value.filename == str(target) and ".tmp" not in str(exc.value)
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(IsADirectoryError) as exc:
+        small_net().save(tmp_path / "d.npz")
+    assert exc.value.filename == str(tmp_path / "d.npz") and ".tmp" not in str(exc.value)
+    assert os.listdir(tmp_path) == ["d.npz"]  # no temporary file left behind
+
+
+# -- loading: pickles refused, another mini-batch size ---------------------------------------
+
+def test_pickle_files_are_refused_in_our_words(tmp_path):
+    path = tmp_path / "net.pkl"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match=r"net\.pkl: not a fastmom file") as exc:
+        Network.load(path)
+    assert "allow_pickle" not in str(exc.value)
+    np.savez(tmp_path / "obj.npz", meta=np.array([{"a": 1}], dtype=object), params=np.ones(3))
+    with pytest.raises(CheckpointError, match=r"obj\.npz: member '(meta|params)' holds Python objects; "
+                                              r"not a fastmom file") as exc:
+        Network.load(tmp_path / "obj.npz")
+    assert "allow_pickle" not in str(exc.value)
+    np.save(tmp_path / "a.npy", np.ones(3))
+    with pytest.raises(CheckpointError, match=r"a\.npy: a single NumPy array \(\.npy\), not a fastmom file"):
+        Network.load(tmp_path / "a.npy")
+
+
+def test_load_with_another_mini_batch_size(tmp_path, rng):
+    net = small_net(mbs=4)
+    net.params[1][...] = rng.normal(size=3)
+    net.save(tmp_path / "m.npz")
+    big = Network.load(tmp_path / "m.npz", mini_batch_size=10)
+    assert big.mini_batch_size == 10 and big.layers[0].image_shape == (10, 1, 28, 28)
+    np.testing.assert_array_equal(big.flat.data, net.flat.data)
+    x = rng.random((23, 784))
+    np.testing.assert_allclose(big.forward(x), net.forward(x), rtol=1e-6, atol=1e-7)
+    big.cost_and_gradients(x[:10], rng.integers(0, 10, 10))  # workspaces sized for 10
+    with pytest.raises(ValueError, match="mini_batch_size must be a positive int"):
+        Network.load(tmp_path / "m.npz", mini_batch_size=0)

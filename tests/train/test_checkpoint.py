@@ -142,11 +142,11 @@ def _wrong_param_count(path):
 BAD_FILES = [
     (_truncate, "corrupt or truncated"),
     (_flip_payload_byte, "corrupt or truncated"),
-    (_garbage, "corrupt or truncated"),
+    (_garbage, "not a fastmom file"),  # neither a zip nor .npy: never tried as a pickle
     (_empty, "corrupt or truncated"),
     (_wrong_version, "format version 99 is not supported"),
     (_other_format, "not a fastmom checkpoint"),
-    (_pickled_member, "corrupt or truncated"),
+    (_pickled_member, "'params' holds Python objects; not a fastmom file"),
     (_bad_json, "corrupt metadata"),
     (_wrong_param_count, "params has shape"),
 ]
