@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import _validate
 from .. import checkpoint as _ckpt
+from .. import distributed as _dist
 from .guard import DivergenceError
 from .history import History
 
@@ -109,7 +110,8 @@ def write(path, net, state, velocity, last):
         raise DivergenceError(f"not writing checkpoint {path}: the parameters or velocity are not "
                               f"finite (last good checkpoint: {last})")
     meta = {"network": net.spec(), "trainer": state.to_meta()}
-    return _ckpt.write_checkpoint(path, meta, {"params": params, "velocity": vel})
+    # under a launcher rank 0 writes; every rank gets its outcome
+    return _dist.run_on_main(_ckpt.write_checkpoint, path, meta, {"params": params, "velocity": vel})
 
 
 def read(path, net):
@@ -118,7 +120,7 @@ def read(path, net):
     CheckpointError naming ``path`` if it holds a network only, another architecture or
     an invalid trainer state.
     """
-    meta, arrays = _ckpt.read_checkpoint(path)
+    meta, arrays = _dist.run_on_main(_ckpt.read_checkpoint, path)  # read on rank 0, broadcast
     if meta.get("trainer") is None:
         raise _ckpt.CheckpointError(f"{path}: holds a network only (Network.save), not trainer state")
     _ckpt.check_fits(net, meta["network"], path)
@@ -189,7 +191,7 @@ class Checkpointer:
         ``directory``."""
         if os.path.dirname(os.path.abspath(path)) == os.path.abspath(self.directory):
             self.last = path
-            _ckpt.prune(self.directory, self.keep_last)
+            _dist.run_on_main(_ckpt.prune, self.directory, self.keep_last)
 
 
 def resolve_resume(resume, checkpointer):
@@ -222,6 +224,7 @@ def deferred_sigint(enabled):
     (a second Ctrl-C interrupts at once) where ``enabled`` and Python lets us: in the
     main thread, with nobody else's handler installed. Restores the default handler."""
     flag = Sigint()
+    others = _dist.termination_signals()  # what an MPI launcher sends for Ctrl-C
     if not (enabled and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
         yield flag
@@ -234,8 +237,9 @@ def deferred_sigint(enabled):
             raise KeyboardInterrupt
         flag.requested = True
 
-    signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_sigint) for s in (signal.SIGINT, *others)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
