@@ -18,12 +18,13 @@ velocity are restored to a device-side copy taken at the last good check.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from .. import _validate
 
-__all__ = ["DivergenceError", "check_interval", "make_guard"]
+__all__ = ["DivergenceError", "CollapseError", "CollapseWarning", "CollapseGuard", "check_interval", "make_guard"]
 
 GPU_INTERVAL = 32
 NOT_APPLIED = "the step was not applied. The parameters are those after the last good step"
@@ -32,6 +33,64 @@ NOT_APPLIED = "the step was not applied. The parameters are those after the last
 class DivergenceError(FloatingPointError):
     """The training cost or gradient became NaN or infinite; the offending step was not
     applied, so the parameters and velocity are those after the last good step."""
+
+
+class CollapseWarning(RuntimeWarning):
+    """Training runs (every number finite) but has collapsed: see :class:`CollapseGuard`."""
+
+
+class CollapseError(DivergenceError):
+    """A collapse (see :class:`CollapseGuard`) under ``Trainer(strict=True)``; unlike a
+    non-finite step, the epoch's updates were applied."""
+
+
+class CollapseGuard:
+    """The guard beside the NaN guard: training whose numbers stay finite but that has
+    stopped learning.
+
+    At the end of each epoch: the epoch's mean cost more than ``cost_factor`` times
+    the first epoch's, or validation accuracy within ``chance_margin`` of chance
+    (``1/n_classes``) for ``chance_epochs`` epochs in a row. Either way the likely
+    cause is an ``eta`` too large (units that died or saturated: network3's
+    chapter-6 net at eta 0.03 sits at exactly 10.00% on the 5k sample). Warns once
+    (:class:`CollapseWarning`, one line) or, with ``strict``, raises
+    :class:`CollapseError`. It reads only the history: a run that does not collapse
+    trains and prints exactly as without it. ``Trainer`` adds one
+    (``Trainer(strict=...)``).
+    """
+
+    def __init__(self, strict=False, cost_factor=10.0, chance_margin=0.02, chance_epochs=2):
+        self.strict = bool(strict)
+        self.cost_factor, self.chance_margin = float(cost_factor), float(chance_margin)
+        self.chance_epochs = _validate.positive_int("chance_epochs", chance_epochs)
+        self.warned = False
+
+    def symptom(self, history, n_classes):
+        """What is wrong with ``history`` (a sentence), or None."""
+        first, last = history[0]["cost"], history[-1]["cost"]
+        if len(history) > 1 and last > self.cost_factor * first:
+            return (f"the epoch's mean cost {last:.4g} is more than {self.cost_factor:g}x the first "
+                    f"epoch's ({first:.4g})")
+        recent = [r["validation_accuracy"] for r in history[-self.chance_epochs:]]
+        chance = 1.0 / n_classes
+        if len(recent) == self.chance_epochs and all(
+                a is not None and abs(a - chance) <= self.chance_margin for a in recent):
+            return (f"validation accuracy has stayed at chance (1/{n_classes} = {chance:.2%}) for "
+                    f"{self.chance_epochs} epochs ({', '.join(f'{a:.2%}' for a in recent)})")
+        return None
+
+    def on_epoch_end(self, trainer, record):
+        if self.warned:
+            return
+        symptom = self.symptom(trainer.history, trainer.net.n_out)
+        if symptom is None:
+            return
+        message = (f"training collapsed at epoch {record['epoch']}: {symptom}. Likely cause: eta={record['eta']} "
+                   f"is too large (momentum={trainer.momentum}): units died or saturated; try a smaller eta")
+        if self.strict:
+            raise CollapseError(message)
+        self.warned = True
+        warnings.warn(message, CollapseWarning, stacklevel=2)
 
 
 def check_interval(check_finite, backend):

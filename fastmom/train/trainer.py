@@ -24,7 +24,7 @@ from . import callbacks as _cb
 from .callbacks import EarlyStopping, EtaSchedule, Network3Log, ProgressBar
 from .checkpointer import (Checkpointer, EpochPosition, Sigint, TrainerState, check_policy, deferred_sigint,
                            read, resolve_resume, write)
-from .guard import check_interval, make_guard
+from .guard import CollapseGuard, check_interval, make_guard
 from .history import History
 
 __all__ = ["Trainer", "TrainingInterrupted", "OPTIMIZERS"]
@@ -118,6 +118,13 @@ class Trainer:
         int ``N > 1`` checks once every ``N`` mini-batches instead, the default for GPU
         backends: on a non-finite window the parameters and velocity are restored to
         their state before the window. See :mod:`fastmom.train.guard`.
+    strict : bool, default False
+        What the collapse guard (:class:`~fastmom.train.guard.CollapseGuard`, always on)
+        does when the epoch's mean cost exceeds 10x the first epoch's or validation
+        accuracy stays at chance for two epochs: warn once (a
+        :class:`~fastmom.train.guard.CollapseWarning`), or with ``strict=True`` stop
+        with :class:`~fastmom.train.guard.CollapseError` (a ``DivergenceError``): the
+        CLI's ``--strict``. Runs that do not collapse are unaffected.
     log : callable, default print
         Where ``network3_output`` prints.
     checkpoint_dir : str or path-like, optional
@@ -161,7 +168,7 @@ class Trainer:
 
     def __init__(self, net, optimizer=None, *, eta=0.01, momentum=0.9, nesterov=False, lmbda=0.0,
                  shuffle=True, seed=None, schedule=None, early_stopping=None, callbacks=(),
-                 progress=None, network3_output=False, drop_last=False, check_finite=True, log=print,
+                 progress=None, network3_output=False, drop_last=False, check_finite=True, strict=False, log=print,
                  checkpoint_dir=None, checkpointer=None, resume=None, **deprecated):
         self.net = net
         self.optimizer, self._batches_known = _optimizer(net, optimizer, eta, momentum, nesterov, lmbda)
@@ -182,6 +189,7 @@ class Trainer:
         self.drop_last = bool(network3_output or drop_last)
         self.progress = progress
         self.check_finite, self.check_every = check_interval(check_finite, net.backend)
+        self.collapse_guard = CollapseGuard(strict)
         self.checkpointer = _checkpointer(checkpoint_dir, checkpointer, deprecated)
         self.history = History()
         self.epoch = 0
@@ -233,7 +241,8 @@ class Trainer:
         return self._resumed_from
 
     def _hooks(self):
-        return [*self._before, *self.callbacks, *([self._early_stopping] if self._early_stopping else [])]
+        return [*self._before, *self.callbacks, *([self._early_stopping] if self._early_stopping else []),
+                self.collapse_guard]
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ corrupt memory, not run at all (see the report of issue 5 for the fix).
 """
 import gzip
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -356,6 +357,19 @@ def api_cases():
         r"validation_data labels must be in \[0, 10\)")
     add("MomentumSGD", "a list instead of a network", lambda t: MomentumSGD([1, 2], 0.1), TypeError,
         "params must be a fastmom Network")
+    # issue 15: what would silently split the network from its flat buffer, or do nothing
+    add("Network.params", "item assignment (net.params[0] = w)",
+        lambda t: _net().params.__setitem__(0, np.zeros((784, 5))), TypeError,
+        r"net\.params is read-only .* net\.params\[i\]\[\.\.\.\] = x")
+    add("layer.w", "an array of another shape", lambda t: setattr(_net().layers[0], "w", np.zeros((5, 784))),
+        ValueError, r"FullyConnectedLayer\.w must have shape \(784, 5\), got \(5, 784\)")
+    add("layer.b", "complex values", lambda t: setattr(_net().layers[0], "b", np.zeros(5, complex)), TypeError,
+        r"FullyConnectedLayer\.b must hold real numbers")
+    add("Trainer.fit", "early_stopping without validation_data",
+        lambda t: Trainer(_net(), progress=False, early_stopping=2).fit((GOOD_X, GOOD_Y), 3), ValueError,
+        "early_stopping=2 needs validation_data")
+    add("Trainer.fit_to", "total_epochs -1", lambda t: Trainer(_net(), progress=False).fit_to((GOOD_X, GOOD_Y), -1),
+        ValueError, "total_epochs must be an int >= 0")
     return K
 
 
@@ -386,6 +400,21 @@ def file_cases():
         r"none\.npz: file not found")
     add("Trainer(resume=)", "a missing checkpoint", lambda t: Trainer(_net(), resume=t / "none.npz"),
         CheckpointError, r"none\.npz: file not found")
+    add("Network.load", "a pickle file", lambda t: (t.joinpath("m.pkl").write_bytes(pickle.dumps(_net().spec())),
+                                                    Network.load(t / "m.pkl")), CheckpointError,
+        r"m\.pkl: not a fastmom file: fastmom saves pickle-free \.npz archives")
+    add("Network.load", "an npz with an object (pickled) member",
+        lambda t: (np.savez(t / "o.npz", meta=np.array([{}], dtype=object)), Network.load(t / "o.npz")),
+        CheckpointError, r"o\.npz: member 'meta' holds Python objects; not a fastmom file")
+    add("Network.load", "a single .npy array", lambda t: (np.save(t / "a.npy", np.ones(3)), Network.load(t / "a.npy")),
+        CheckpointError, r"a\.npy: a single NumPy array \(\.npy\), not a fastmom file")
+    add("Network.load", "mini_batch_size 0",
+        lambda t: (_net().save(t / "m.npz"), Network.load(t / "m.npz", mini_batch_size=0)), ValueError, "mini_batch_size must be a positive int")
+    add("Network.save", "over a read-only file",
+        lambda t: (_net().save(t / "m.npz"), os.chmod(t / "m.npz", 0o444), _net().save(t / "m.npz")),
+        PermissionError, r"Read-only file, not replaced \(pass overwrite=True to replace it\): '.*m\.npz'")
+    add("Network.save", "into a missing directory", lambda t: _net().save(t / "no" / "m.npz"), FileNotFoundError,
+        r"No such file or directory: '.*no/m\.npz'")
     add("read_idx", "a truncated IDX file",
         lambda t: (t.joinpath("i.idx").write_bytes(b"\0\0\x08\x01\0\0\0\x09abc"), read_idx(t / "i.idx")),
         DataError, r"i\.idx: truncated")

@@ -62,3 +62,62 @@ def test_early_stopping_without_validation_data_is_refused():
         tr.fit(problem(), 3)
     assert tr.epoch == 0 and tr.step == 0
     tr.fit(problem(), 1, problem(20, 1))  # with it: fine
+
+
+# -- the collapse guard ----------------------------------------------------------------------
+
+def balanced(n, seed):
+    x = np.random.default_rng(seed).random((n, 12)).astype(np.float32)
+    return x, np.arange(n) % 3
+
+
+def dead_net():
+    """Every ReLU unit dead (large negative weights and biases): the softmax can only
+    learn the class prior, so validation accuracy sits at exactly chance."""
+    n = net()
+    n.params[0][...] = -10.0
+    n.params[1][...] = -10.0
+    return n
+
+
+def test_collapse_guard_warns_once_when_accuracy_stays_at_chance():
+    tr = Trainer(dead_net(), eta=0.5, momentum=0.9, progress=False)
+    with pytest.warns(fastmom_guard().CollapseWarning) as caught:
+        tr.fit(balanced(40, 0), 4, balanced(30, 1))
+    assert tr.history.column("validation_accuracy") == [pytest.approx(1 / 3)] * 4
+    assert len(caught) == 1  # once, not every epoch
+    message = str(caught[0].message)
+    assert "\n" not in message
+    assert message.startswith("training collapsed at epoch 1: validation accuracy has stayed at chance "
+                              "(1/3 = 33.33%) for 2 epochs")
+    assert "eta=0.5 is too large" in message and "smaller eta" in message
+
+
+def test_strict_collapse_guard_stops_training():
+    guard = fastmom_guard()
+    tr = Trainer(dead_net(), eta=0.5, progress=False, strict=True)
+    with pytest.raises(guard.CollapseError, match=r"epoch 1: .*chance.*eta=0\.5") as exc:
+        tr.fit(balanced(40, 0), 4, balanced(30, 1))
+    assert isinstance(exc.value, guard.DivergenceError) and tr.epoch == 2
+
+
+def test_collapse_guard_cost_rule():
+    guard = fastmom_guard().CollapseGuard()
+    history = [{"cost": 2.3, "validation_accuracy": None}, {"cost": 23.1, "validation_accuracy": None}]
+    assert "mean cost 23.1 is more than 10x the first epoch's (2.3)" in guard.symptom(history, 10)
+    assert guard.symptom(history[:1] + [{"cost": 22.9, "validation_accuracy": 0.5}], 10) is None
+    near = [{"cost": 1.0, "validation_accuracy": a} for a in (0.5, 0.1000, 0.1135)]
+    assert "stayed at chance (1/10 = 10.00%)" in guard.symptom(near, 10)
+    assert guard.symptom(near[:2], 10) is None  # one epoch at chance is not a collapse
+
+
+def test_network3_sgd_output_is_unchanged_by_the_guard(capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy run: no warning at all
+        net().SGD(problem(80), 3, 4, 0.1, problem(20, 1), None)
+    assert "collapsed" not in capsys.readouterr().err
+
+
+def fastmom_guard():
+    from fastmom.train import guard
+    return guard
