@@ -47,14 +47,22 @@ def _ints(text):
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _problems_epilog():
+    """The problems by number; a number naming several (3: on the sample and on
+    Fashion-MNIST) lists them together, as ``--problem 3`` runs them together."""
+    by_number = {}
+    for name, p in PROBLEMS.items():
+        by_number.setdefault(p.number, []).append(f"{name} ({p.description})")
+    return "problems: " + "; ".join(f"{number}: {' and '.join(items)}" for number, items in by_number.items())
+
+
 def build_parser(prog="fastmom bench-convergence"):
     p = argparse.ArgumentParser(
         prog=prog,
         description="Convergence benchmark: plain SGD vs momentum over an eta grid and several "
                     "seeds; eta chosen on validation accuracy, test accuracy reported as "
                     "mean ± std over seeds.",
-        epilog="problems: " + "; ".join(f"{p.number}: {n} ({p.description})"
-                                        for n, p in PROBLEMS.items()))
+        epilog=_problems_epilog())
     p.add_argument("--problem", action="append", default=None,
                    help="problem name or number 1-4, comma-separated or repeated "
                         "(default: conv-sample)")
@@ -111,10 +119,26 @@ def _list_problems():
               f"optimizers {', '.join(p.optimizers)}; etas {p.etas}; seeds {p.seeds}")
 
 
+def _read_result(path):
+    """The suite's JSON document in ``path``, or ValueError naming ``--report`` and why
+    it is not one (missing, not JSON, another command's JSON)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--report {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--report {path}: cannot read it as JSON ({exc})") from None
+    missing = [key for key in ("config", "runs") if not isinstance(doc, dict) or key not in doc]
+    if missing:
+        raise ValueError(f"--report {path}: not a convergence suite result (no {', '.join(missing)}); "
+                         f"--report reads the {RESULT_PREFIX}-*.json files bench-convergence writes")
+    return doc
+
+
 def _report(paths, plots):
     """``--report``: rebuild the Markdown (and plots) next to each JSON, training nothing."""
-    for path in paths:
-        doc = json.loads(Path(path).read_text())
+    docs = [(path, _read_result(path)) for path in paths]  # every file checked before any write
+    for path, doc in docs:
         doc["summary"] = summarize_document(doc)
         for f in write_reports(doc, Path(path).parent, plots=plots):
             print(f"wrote {f}")
@@ -171,7 +195,11 @@ def main(argv=None):
         _list_problems()
         return 0
     if args.report:
-        _report(args.report, plots=not args.no_plots)
+        try:
+            _report(args.report, plots=not args.no_plots)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     problems, error = _check_before_training(args)
     if error is not None:

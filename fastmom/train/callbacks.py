@@ -165,9 +165,37 @@ class Network3Log:
 
 
 class ProgressBar:
-    """A tqdm bar over each epoch's mini-batches (cleared when the epoch ends)."""
+    """A tqdm bar over each epoch's mini-batches (cleared when the epoch ends), showing
+    images per second when it knows the ``batch_size`` and the running mean of the
+    mini-batch costs as they are reported to :meth:`add_cost`.
+
+    Parameters
+    ----------
+    batch_size : int, optional
+        Images per mini-batch: the bar then counts images, so its rate is images/s
+        (without it, mini-batches/s).
+    """
+
+    def __init__(self, batch_size=None):
+        self.batch_size = None if batch_size is None else _validate.positive_int("batch_size", batch_size)
+        self._bar = None
+        self._cost_sum, self._costs = 0.0, 0
 
     def batches(self, epoch, first, total):
         """Iterate mini-batch indices ``first..total-1`` with the bar."""
-        return tqdm(range(first, total), desc=f"epoch {epoch}", unit="batch", leave=False, initial=first,
-                    total=total)
+        self._cost_sum, self._costs = 0.0, 0
+        if self.batch_size is None:
+            self._bar = tqdm(range(first, total), desc=f"epoch {epoch}", unit="batch", leave=False,
+                             initial=first, total=total)
+            return self._bar
+        # count images, so that tqdm's rate is images per second
+        self._bar = tqdm(range(first, total), desc=f"epoch {epoch}", unit="img", unit_scale=self.batch_size,
+                         leave=False, initial=first, total=total)
+        return self._bar
+
+    def add_cost(self, cost):
+        """Report one mini-batch's cost: the bar shows the epoch's running mean."""
+        self._cost_sum += float(cost)
+        self._costs += 1
+        if self._bar is not None:
+            self._bar.set_postfix(cost=f"{self._cost_sum / self._costs:.4f}", refresh=False)

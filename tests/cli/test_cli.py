@@ -1,19 +1,10 @@
 """The command line, run as a real subprocess (``python -m fastmom``)."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 
-def fastmom(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "fastmom", *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
-def test_train_writes_history_json(tmp_path):
+def test_train_writes_history_json(fastmom, tmp_path):
     out = tmp_path / "h.json"
     proc = fastmom("train", "--net", "fc", "--epochs", "2", "--eta", "0.5", "--momentum", "0.5",
                    "--json", str(out))
@@ -25,7 +16,7 @@ def test_train_writes_history_json(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_compare_momentum_ahead_after_first_epoch(tmp_path):
+def test_compare_momentum_ahead_after_first_epoch(fastmom, tmp_path):
     """issue 2: eta 0.01 for both, same initial weights: momentum 0.9 leads plain SGD
     in validation accuracy after the first epoch on the bundled sample."""
     out = tmp_path / "c.json"
@@ -36,7 +27,7 @@ def test_compare_momentum_ahead_after_first_epoch(tmp_path):
     assert mom["validation_by_epoch"][0] > sgd["validation_by_epoch"][0] + 0.03, (sgd, mom)
 
 
-def test_plot(tmp_path):
+def test_plot(fastmom, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "acc.png"
     fastmom("train", "--net", "fc", "--epochs", "1", "--eta", "0.5", "--plot", str(png))
@@ -49,7 +40,7 @@ def test_plot(tmp_path):
     (["train", "--eta", "-1"], "must be a finite number > 0"),
     (["train", "--momentum", "1.2"], "must be in [0, 1)"),
 ])
-def test_bad_arguments_fail_clearly(args, message):
+def test_bad_arguments_fail_clearly(fastmom, args, message):
     proc = fastmom(*args, check=False)
     assert proc.returncode == 2
     assert message in proc.stderr
