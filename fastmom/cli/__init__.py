@@ -13,6 +13,7 @@ traceback, for anything else (a bug: please report it).
 from __future__ import annotations
 
 import sys
+import warnings
 
 from .options import build_parser
 
@@ -52,6 +53,8 @@ def main(argv=None):
         from ..convergence import main as bench_main
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    # a warning (a collapsing run, a deprecated name) is one line for a user, not a source line
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"fastmom: warning: {message}\n"
     try:
         return _run(args)
     except KeyboardInterrupt:

@@ -65,7 +65,8 @@ def check_plot(path):
     formats = FigureCanvasAgg.get_supported_filetypes()
     suffix = Path(path).suffix.lstrip(".").lower()
     if suffix not in formats:
-        raise UsageError(f"--plot {path}: matplotlib cannot write {('.' + suffix) if suffix else 'a file without a suffix'}; "
+        what = "." + suffix if suffix else "a file without a suffix"
+        raise UsageError(f"--plot {path}: matplotlib cannot write {what}; "
                          f"use one of {', '.join('.' + f for f in sorted(formats))}")
 
 

@@ -119,6 +119,9 @@ def _train_parser(sub):
     _training_options(t, epochs=5)
     t.add_argument("--eta", type=_eta("--eta"), default=0.01, help="learning rate")
     t.add_argument("--nesterov", action="store_true", help="Nesterov's momentum update")
+    t.add_argument("--strict", action="store_true",
+                   help="stop with an error when training collapses without NaN (the cost grows "
+                        "tenfold or accuracy stays at chance); without it, a one-line warning")
     t.add_argument("--expand", action="store_true",
                    help="train on network3's expanded training set (each image and its four "
                         "one-pixel shifts, shuffled by --seed)")

@@ -94,7 +94,7 @@ def _make_trainer(args, net, console, stopper):
     checkpointer = _checkpointer(args, console)
     callbacks = [cb for cb in (stopper, None if args.quiet else EpochLine(console)) if cb is not None]
     trainer = Trainer(net, eta=args.eta, momentum=args.momentum, nesterov=args.nesterov, lmbda=args.lmbda,
-                      shuffle=args.shuffle, seed=args.seed, network3_output=True, log=console.say,
+                      shuffle=args.shuffle, seed=args.seed, strict=args.strict, network3_output=True, log=console.say,
                       progress=not args.quiet and sys.stderr.isatty(), callbacks=callbacks,
                       checkpointer=checkpointer, resume=True if args.resume else None)
     resumed_from = checkpointer.last if args.resume else None

@@ -166,3 +166,12 @@ def test_divergence_is_one_line():
     assert proc.returncode == 2
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("fastmom: error:")]
     assert "diverged" in line
+
+
+def test_collapse_warns_in_one_line_and_strict_stops():
+    """eta 1.0 with momentum 0.9: no NaN, but accuracy sits at chance."""
+    proc = run_fastmom("train", "--eta", 1.0, "--epochs", 2, "--quiet")
+    [line] = [x for x in proc.stderr.splitlines() if "collapsed" in x]
+    assert line.startswith("fastmom: warning: training collapsed")
+    proc = run_fastmom("train", "--eta", 1.0, "--epochs", 2, "--quiet", "--strict", check=False)
+    assert proc.returncode == 2 and "fastmom: error: training collapsed" in proc.stderr
