@@ -211,14 +211,14 @@ class World:
     def __repr__(self):
         return f"World(rank={self.rank}, size={self.size})"
 
-    def _call(self, op, fn, *args, **kwargs):
+    def _call(self, what, fn, *args, **kwargs):
         """Run one blocking MPI call under the watchdog; MPI errors become
-        :class:`DistributedError` naming ``op`` and this rank."""
+        :class:`DistributedError` naming ``what`` and this rank."""
         try:
-            with self._waiting(op):
+            with self._waiting(what):
                 return fn(*args, **kwargs)
         except self._mpi.Exception as exc:
-            raise DistributedError(f"rank {self.rank}: MPI error in {op}: {exc.Get_error_string()}") from exc
+            raise DistributedError(f"rank {self.rank}: MPI error in {what}: {exc.Get_error_string()}") from exc
 
     # -- collectives -----------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ import numpy as np
 
 from .. import _validate
 from .. import checkpoint as _ckpt
+from .. import distributed as _dist
 from ..optim import MomentumSGD
 from . import callbacks as _cb
+from . import parallel as _parallel
 from .callbacks import EarlyStopping, EtaSchedule, Network3Log, ProgressBar
 from .checkpointer import (Checkpointer, EpochPosition, Sigint, TrainerState, check_policy, deferred_sigint,
                            read, resolve_resume, write)
@@ -199,7 +201,8 @@ class Trainer:
         self._saved_step = None
         self._resumed_from = None
         self._sigint = Sigint()
-        resume = resolve_resume(resume, self.checkpointer)
+        self._dp = _parallel.attach(self)  # this process alone, or its share of N ranks (fastmom.distributed)
+        resume = _dist.run_on_main(resolve_resume, resume, self.checkpointer)
         if resume:
             self.load_checkpoint(resume)
 
@@ -368,6 +371,7 @@ class Trainer:
 
     def _fit(self, training_data, epochs, validation_data, test_data):
         run = self._prepare(training_data, validation_data, test_data)
+        self._dp.begin_fit(self, run, epochs)
         guard = make_guard(self.check_finite, self.check_every, self.net, self.optimizer, self._checkpoint_note)
         self.stop_training = False
         while self.epoch < epochs and not self.stop_training:
@@ -425,6 +429,7 @@ class Trainer:
         self.epoch += 1
         for hook in _cb.hooks(self._hooks(), "on_epoch_end"):
             hook(self, record)
+        self.stop_training = self._dp.agree(self.stop_training, self._sigint)
         if self._sigint.requested:
             self._interrupt()
         if self.checkpointer is not None and self.checkpointer.due(self.step, self.epoch):
@@ -432,13 +437,14 @@ class Trainer:
 
     def _train_batches(self, run, guard, first, cost_sum, seconds, start_rng):
         """Train mini-batches ``first..`` of the epoch; return the sum of their costs."""
-        net, bs, epoch, ck = self.net, self.net.mini_batch_size, self.epoch, self.checkpointer
+        net, epoch, ck = self.net, self.epoch, self.checkpointer
         batch_hooks = _cb.hooks(self._hooks(), "on_batch_begin")
         batches = range(first, run.batches) if run.bar is None else run.bar.batches(epoch, first, run.batches)
         for j in batches:
             for hook in batch_hooks:
                 hook(self, run.batches * epoch + j)
-            cost = net.train_step(run.xs[j * bs:(j + 1) * bs], run.ys[j * bs:(j + 1) * bs])
+            rows = self._dp.begin_step(j, self.step)  # the mini-batch, or this rank's share of it
+            cost = self._dp.reduce(net.train_step(run.xs[rows], run.ys[rows]), self._sigint)
             guard.step(cost, j)
             cost_sum = cost_sum + cost
             self.step += 1
@@ -465,9 +471,9 @@ class Trainer:
             "images_per_second": run.batches * net.mini_batch_size / seconds if seconds > 0 else math.inf,
         }
         if run.validation is not None:
-            record["validation_accuracy"] = net.evaluate(*run.validation, drop_last=self.drop_last)
+            record["validation_accuracy"] = self._dp.evaluate(net, *run.validation, self.drop_last)
         if run.test is not None:
-            record["test_accuracy"] = net.evaluate(*run.test, drop_last=self.drop_last)
+            record["test_accuracy"] = self._dp.evaluate(net, *run.test, self.drop_last)
         return record
 
 

@@ -1,0 +1,165 @@
+"""Multi-rank training under ``mpirun``: each test launches ``worker.py`` on N ranks as a
+subprocess (with a timeout) and compares what the ranks wrote with one process's run.
+
+Skipped, saying why, without ``mpirun`` or mpi4py. CI runs them as root, hence
+``--allow-run-as-root``; ``--oversubscribe`` lets 3 ranks share 2 cores.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+WORKER = os.path.join(os.path.dirname(__file__), "worker.py")
+MPIRUN = shutil.which("mpirun")
+
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI4PY = True
+except ImportError:
+    HAVE_MPI4PY = False
+
+pytestmark = [
+    pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"),
+    pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py not installed (pip install 'fastmom[mpi]')"),
+]
+
+BASE = {"batch": 6, "n_train": 240, "epochs": 2}
+
+
+def mpirun_command(n, out, scenario, cfg, *mca):
+    return [MPIRUN, "--oversubscribe", "--allow-run-as-root", *mca, "-np", str(n), sys.executable, WORKER,
+            str(out), scenario, json.dumps(cfg)]
+
+
+def launch(n, out, scenario, cfg, timeout=120, env=None):
+    """Run ``worker.py`` on ``n`` ranks (``n=0``: one process without mpirun); return
+    ``(returncode, output, reports)``."""
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = (mpirun_command(n, out, scenario, cfg) if n else [sys.executable, WORKER, str(out), scenario,
+                                                             json.dumps(cfg)])
+    env = dict(os.environ, **(env or {}))
+    if not n:
+        env["FASTMOM_DISTRIBUTED"] = "0"  # the reference must not join an outer launcher's world
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return proc.returncode, proc.stdout + proc.stderr, reports(out, max(n, 1))
+
+
+def reports(out, n):
+    found = {}
+    for r in range(n):
+        path = out / f"rank{r}.json"
+        if path.exists():
+            found[r] = json.loads(path.read_text())
+            found[r]["params"] = np.load(out / f"rank{r}.npy") if (out / f"rank{r}.npy").exists() else None
+    return found
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One process, float64: the iterates every world size must reproduce."""
+    rc, text, reps = launch(0, tmp_path_factory.mktemp("single"), "train", BASE)
+    assert rc == 0 and reps[0]["error"] is None, text
+    return reps[0]
+
+
+def assert_same_training(rep, ref):
+    assert rep["error"] is None
+    for got, want in zip(rep["history"], ref["history"], strict=True):
+        assert got["validation_accuracy"] == want["validation_accuracy"]  # counts all-reduced: exact
+        assert got["test_accuracy"] == want["test_accuracy"]
+        assert got["cost"] == pytest.approx(want["cost"], abs=1e-12)
+    np.testing.assert_allclose(rep["params"], ref["params"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_n_ranks_give_the_single_process_iterates(tmp_path, single, n):
+    rc, text, reps = launch(n, tmp_path, "train", BASE)
+    assert rc == 0, text
+    assert sorted(reps) == list(range(n))
+    for rep in reps.values():
+        assert rep["world_size"] == n
+        assert_same_training(rep, single)
+        np.testing.assert_array_equal(rep["params"], reps[0]["params"])  # the ranks never drift apart
+
+
+def test_batch_that_does_not_divide_is_refused(tmp_path):
+    rc, text, reps = launch(2, tmp_path, "train", dict(BASE, batch=5))
+    assert {r["error"][0] for r in reps.values()} == {"ValueError"}
+    assert "must divide by the 2 ranks" in reps[0]["error"][1]
+
+
+def test_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    rc, text, reps = launch(3, tmp_path, "nan", dict(BASE, rank=1, at=7))
+    assert sorted(reps) == [0, 1, 2], text
+    errors = {json.dumps(r["error"]) for r in reps.values()}
+    assert len(errors) == 1, errors  # the same message everywhere
+    kind, message = reps[0]["error"]
+    assert kind == "DivergenceError" and "mini-batch 7" in message
+    assert {r["step"] for r in reps.values()} == {7}
+
+
+def test_mismatched_configuration_is_refused_at_start(tmp_path):
+    rc, text, reps = launch(2, tmp_path, "mismatch", BASE)
+    assert sorted(reps) == [0, 1], text
+    for rep in reps.values():
+        assert rep["error"][0] == "ConfigurationMismatch"
+        assert "rank 1 differs from rank 0 in optimizer" in rep["error"][1]
+        assert rep["step"] == 0
+
+
+def test_killed_rank_ends_the_job_within_the_timeout(tmp_path):
+    t0 = time.monotonic()
+    rc, text, reps = launch(3, tmp_path, "kill", dict(BASE, rank=1, at=5), timeout=90,
+                            env={"FASTMOM_MPI_TIMEOUT": "10"})
+    assert rc != 0
+    assert time.monotonic() - t0 < 60
+    assert "rank 1" in text or "did not answer" in text, text  # mpirun's or our watchdog's message
+    assert 1 not in reps
+
+
+def test_ctrl_c_under_mpirun_checkpoints_once_and_stops_every_rank(tmp_path):
+    """Ctrl-C reaches mpirun, which sends the ranks SIGTERM (then SIGKILL a second later):
+    every rank stops at the same mini-batch, rank 0 writes the checkpoint."""
+    out = tmp_path / "run"
+    out.mkdir()
+    proc = subprocess.Popen(mpirun_command(2, out, "sigint", dict(BASE, epochs=10_000)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    reps = reports(out, 2)
+    assert sorted(reps) == [0, 1], text
+    assert {r["error"][0] for r in reps.values()} == {"TrainingInterrupted"}
+    assert len({r["step"] for r in reps.values()}) == 1
+    checkpoints = sorted(os.listdir(out / "ckpt"))
+    assert any(name.endswith(f"s{reps[0]['step']:09d}.npz") for name in checkpoints), checkpoints
+    np.testing.assert_array_equal(reps[0]["params"], reps[1]["params"])
+
+
+@pytest.mark.parametrize("n_resume", [1, 3])
+def test_checkpoint_from_two_ranks_resumes_on_another_count(tmp_path, single, n_resume):
+    """Stop 2 ranks after 1 epoch (checkpoints every 7 steps, so the last is mid-epoch
+    for resume's purposes too), resume on ``n_resume`` ranks: the single-process run."""
+    first = tmp_path / "first"
+    rc, text, reps = launch(2, first, "checkpoint", dict(BASE, epochs=1, unit="step", every=7))
+    assert rc == 0 and reps[0]["error"] is None, text
+    ckpt = first / "ckpt"
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copytree(ckpt, second / "ckpt")
+    rc, text, reps = launch(n_resume, second, "checkpoint", dict(BASE, resume=True, unit="step", every=7))
+    assert rc == 0, text
+    for rep in reps.values():
+        assert_same_training(rep, single)
