@@ -41,21 +41,23 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
         schedule ended the run), ``wall_seconds`` and ``history``: one dict per
         epoch with ``epoch``, ``cost``, ``validation_accuracy``,
         ``test_accuracy``, ``eta``, ``seconds`` (training), ``elapsed``
-        (cumulative training seconds) and ``wall`` (seconds since the run
-        started, evaluation included).
+        (cumulative training seconds), ``wall`` (seconds since the run
+        started, evaluation included) and ``cpu`` (the process's CPU seconds
+        since the run started, evaluation included: on a shared machine, what
+        the run cost whatever the load).
     """
     from ..train import DivergenceError, DivideOnPlateau, Trainer
 
     if isinstance(optimizer, str):
         optimizer = OptimizerSpec.parse(optimizer)
     training, validation, test = data
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     net = build_network(problem.arch, batch_size, device=device, seed=seed)
     fingerprint = _fingerprint(net)
     walls = []
 
     def stamp(trainer, record):
-        walls.append(time.perf_counter() - t_start)
+        walls.append((time.perf_counter() - t_start, time.process_time() - c_start))
 
     schedule = DivideOnPlateau() if optimizer.schedule == "plateau" else None
     trainer = Trainer(net, optimizer.kind, eta=eta, momentum=optimizer.momentum or 0.9,
@@ -72,9 +74,9 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
         except DivergenceError as exc:
             divergence = str(exc)
     history = []
-    for rec, wall in zip(trainer.history, walls):
+    for rec, (wall, cpu) in zip(trainer.history, walls):
         history.append({k: rec[k] for k in ("epoch", "cost", "validation_accuracy", "test_accuracy",
-                                            "eta", "seconds", "elapsed")} | {"wall": wall})
+                                            "eta", "seconds", "elapsed")} | {"wall": wall, "cpu": cpu})
     return {
         "problem": problem.name,
         "batch_size": batch_size,

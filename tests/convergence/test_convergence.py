@@ -196,7 +196,7 @@ def test_quick_suite_writes_json_markdown_and_plots(tmp_path, capsys):
     for run in doc["runs"]:
         assert len(run["history"]) == cv.QUICK["epochs"]
         for rec in run["history"]:
-            for key in ("cost", "validation_accuracy", "test_accuracy", "seconds", "elapsed", "wall"):
+            for key in ("cost", "validation_accuracy", "test_accuracy", "seconds", "elapsed", "wall", "cpu"):
                 assert isinstance(rec[key], float), key
     assert len({r["init_fingerprint"] for r in doc["runs"]}) == 1  # one seed, one start
     summary = doc["summary"]["conv-sample"]
