@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 
+from .. import distributed
 from .._io import write_json
 from ..checkpoint import latest_checkpoint
 from .checks import UsageError, check_output_dir, check_output_file
@@ -105,10 +106,12 @@ def _make_trainer(args, net, console, stopper):
 
 def _write_outputs(args, trainer, resumed_from, checkpoint=None, interrupted=False):
     """Write ``--json``, ``--save`` and ``--plot``; return the files written."""
+    if not distributed.is_main():
+        return []  # under mpirun rank 0 writes for every rank
     written = [] if checkpoint is None else [f"checkpoint {checkpoint}"]
     hist = trainer.history
     if args.json:
-        config = dict(vars(args), resumed_from=resumed_from)
+        config = dict(vars(args), resumed_from=resumed_from, world_size=distributed.world_size())
         write_json(args.json, {"config": config, "history": list(hist), "summary": hist.summary(),
                                "epochs_trained": trainer.epoch, "steps": trainer.step,
                                "interrupted": interrupted})
@@ -134,7 +137,7 @@ def _header(args, net, data):
 def run_train(args):
     """``fastmom train``; returns the exit status."""
     _check_train_args(args)
-    console = Console(args.json, args.quiet)
+    console = Console(args.json, args.quiet or not distributed.is_main())  # rank 0 prints
     set_threads(args)
     data = load_data(args, expand=args.expand)
     net = network_factory(args)()
@@ -151,9 +154,10 @@ def run_train(args):
             raise  # the second Ctrl-C: nothing is consistent enough to save
         checkpoint = getattr(exc, "checkpoint", None)
         written = _write_outputs(args, trainer, resumed_from, checkpoint, interrupted=True)
-        Console.always(f"fastmom: interrupted after {trainer.step} steps ({trainer.epoch} full epochs): "
-                       + (f"wrote {', '.join(written)}" if written else
-                          "nothing saved (--save, --json and --checkpoint-dir keep the work)"))
+        if distributed.is_main():
+            Console.always(f"fastmom: interrupted after {trainer.step} steps ({trainer.epoch} full epochs): "
+                           + (f"wrote {', '.join(written)}" if written else
+                              "nothing saved (--save, --json and --checkpoint-dir keep the work)"))
         return INTERRUPTED
     written = _write_outputs(args, trainer, resumed_from, trainer.last_checkpoint)
     if written:
