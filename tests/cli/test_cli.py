@@ -45,3 +45,23 @@ def test_bad_arguments_fail_clearly(fastmom, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_version(fastmom):
+    from fastmom._version import __version__
+    assert fastmom("--version").stdout.strip() == f"fastmom {__version__}"
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "summary", "bench-convergence"])
+def test_help_shows_defaults_and_no_rest_markup(fastmom, command):
+    text = fastmom(command, "--help").stdout
+    assert "`" not in text
+    if command in ("train", "compare"):
+        assert "(default: 0.01)" in text and "(default: sample)" in text
+
+
+def test_bench_convergence_help_lists_each_problem_number_once(fastmom):
+    import re
+    epilog = fastmom("bench-convergence", "--help").stdout.split("problems:")[1]
+    numbers = re.findall(r"(?:^|; )(\d): ", " ".join(epilog.split()))
+    assert numbers == ["1", "2", "3", "4"]
