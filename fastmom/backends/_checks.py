@@ -112,7 +112,24 @@ def conv_pool_geometry(x_shape, w_shape, poolsize):
     return n, c, h, wd, f, kh, kw, oh, ow, oh // ph, ow // pw
 
 
-def conv_pool_forward(x, w, b, poolsize, act, y, argmax, xp=None):
+#: The max-pool tie rules (see reference.conv_pool_backward).
+POOL_TIES = ("first", "all")
+#: With ``pool_ties="all"`` the argmax array holds a bitmask of the window's positions in
+#: an int32: windows of at most 31 positions (network3 pools 2x2)
+TIE_MASK_POSITIONS = 31
+
+
+def tie_rule(rule, poolsize):
+    """Check a max-pool tie rule for ``poolsize`` windows; return True for ``"all"``."""
+    if rule not in POOL_TIES:
+        raise ValueError(f"pool_ties must be one of {POOL_TIES}, got {rule!r}")
+    if rule == "all" and _checked_pool_size(poolsize) > TIE_MASK_POSITIONS:
+        raise ValueError(f"pool_ties='all' records ties as an int32 bitmask: windows of at most "
+                         f"{TIE_MASK_POSITIONS} positions, got {poolsize!r}")
+    return rule == "all"
+
+
+def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first", xp=None):
     dt = float_array("x", x, 4, xp=xp)
     float_array("w", w, 4, dt, xp=xp)
     n, c, h, wd, f, kh, kw, oh, ow, ph, pw = conv_pool_geometry(x.shape, w.shape, poolsize)
@@ -120,10 +137,12 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax, xp=None):
     activation(act)
     float_array("y", y, 4, dt, (n, f, ph, pw), xp=xp)
     array("argmax", argmax, 4, "int32", (n, f, ph, pw), xp=xp)
+    tie_rule(pool_ties, poolsize)
     return n, c, h, wd, f, kh, kw, oh, ow, ph, pw
 
 
-def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=None):
+def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first",
+                       xp=None):
     dt = float_array("x", x, 4, xp=xp)
     float_array("w", w, 4, dt, xp=xp)
     n, c, h, wd, f, kh, kw, oh, ow, ph, pw = conv_pool_geometry(x.shape, w.shape, poolsize)
@@ -136,9 +155,13 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=None):
     if dx is not None:
         float_array("dx", dx, 4, dt, x.shape, xp=xp)
     window = _checked_pool_size(poolsize)
+    ties_all = tie_rule(pool_ties, poolsize)
     if _on_host(argmax):  # device arrays: the kernel guards itself (a check here would sync)
         lo, hi = int(argmax.min()), int(argmax.max())
-        if lo < 0 or hi >= window:
+        if ties_all and (lo < 1 or hi >= 1 << window):
+            raise ValueError(f"with pool_ties='all' argmax must hold bitmasks in [1, {1 << window}) "
+                             f"(tied positions of a {poolsize} window), got values in [{lo}, {hi}]")
+        if not ties_all and (lo < 0 or hi >= window):
             raise ValueError(f"argmax must be in [0, {window}) (positions in a {poolsize} window), "
                              f"got values in [{lo}, {hi}]")
     return n, c, h, wd, f, kh, kw, oh, ow, ph, pw

@@ -154,24 +154,25 @@ def _conv_chunk(n, ohow, cols=None):
     return max(1, min(n, (cols or _COLS_PER_CHUNK) // ohow))
 
 
-def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
+def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first"):
     """Fused valid cross-correlation + max-pool + bias + activation (see module doc)."""
     n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_forward(
-        x, w, b, poolsize, act, y, argmax, xp=np)
+        x, w, b, poolsize, act, y, argmax, pool_ties, xp=np)
     ph, pw = _checks.pool(poolsize)
     ib = _conv_chunk(n, oh * ow)
     nt = min(_threads(), -(-n // ib))
     s_len, k_len = _k.conv_forward_sizes(c, h, wd, f, kh, kw, ph, pw, ib)
     scratch = _workspace(("conv_fwd", nt), (nt, s_len), x.dtype)
     packed = _workspace("conv_fwd_packed", (k_len,), x.dtype)
-    _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, packed, ib, nt)
+    _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, packed, ib, nt,
+                         pool_ties == "all")
 
 
-def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
+def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first"):
     """Gradients of :func:`conv_pool_forward` (see module doc); ``dx=None`` skips the input
     gradient."""
     n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
-        x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=np)
+        x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties, xp=np)
     ph, pw = _checks.pool(poolsize)
     ib = _conv_chunk(n, oh * ow, _COLS_PER_CHUNK_BWD)
     nchunks = -(-n // ib)
@@ -183,7 +184,7 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
     partial = _workspace("conv_bwd_partial", (ngroups, p_len), x.dtype)
     packed = _workspace("conv_bwd_packed", (k_len,), x.dtype)
     _k.conv_pool_backward(x, w, y, argmax, dy, ph, pw, _ACT[act], dw, db, dx, scratch, partial,
-                          packed, ib, group, nt)
+                          packed, ib, group, nt, pool_ties == "all")
 
 
 def _dense_slices(n, n_in, n_out):

@@ -183,9 +183,9 @@ class Kernels:
             raise ValueError(f"the cuda backend supports pool windows of at most 1024 elements, got {ph}x{pw}")
         return tph, tpw
 
-    def conv_pool_forward(self, x, w, b, poolsize, act, y, argmax):
+    def conv_pool_forward(self, x, w, b, poolsize, act, y, argmax, pool_ties="first"):
         n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_forward(
-            x, w, b, poolsize, act, y, argmax, xp=self.xp)
+            x, w, b, poolsize, act, y, argmax, pool_ties, xp=self.xp)
         ph, pw = _checks.pool(poolsize)
         tph, tpw = self.conv_tiles(PH, PW, ph, pw)
         th, tw = tph * ph, tpw * pw
@@ -198,11 +198,12 @@ class Kernels:
         i32 = np.int32
         self.launch("fm_conv_pool_fwd", x.dtype, g, (th * tw,),
                     (x, w, b, y, argmax, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(PH), i32(PW),
-                     i32(ph), i32(pw), i32(tph), i32(tpw), i32(_activations.code(act))), shared)
+                     i32(ph), i32(pw), i32(tph), i32(tpw), i32(_activations.code(act)),
+                     i32(pool_ties == "all")), shared)
 
-    def conv_pool_backward(self, x, w, y, argmax, dy, poolsize, act, dw, db, dx):
+    def conv_pool_backward(self, x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first"):
         n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
-            x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=self.xp)
+            x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties, xp=self.xp)
         ph, pw = _checks.pool(poolsize)
         dt, i32 = x.dtype, np.int32
         # split the batch so that about 4 blocks per SM share the weight-gradient sums
@@ -217,12 +218,12 @@ class Kernels:
         dz = self.workspace("conv_dz", (n, f, oh, ow), dt)
         self.launch("fm_conv_unpool", dt, g_unpool, (_THREADS,),
                     (y, argmax, dy, dz, np.int64(n * f), i32(oh), i32(ow), i32(PH), i32(PW), i32(ph), i32(pw),
-                     i32(_activations.code(act))))
+                     i32(_activations.code(act)), i32(pool_ties == "all")))
         wpart = self.workspace("conv_wpart", (nsplit, f * c * kh * kw), dt)
         bpart = self.workspace("conv_bpart", (nsplit, f), dt)
         self.launch("fm_conv_wgrad_partial", dt, g_partial, (_THREADS,),
-                    (x, dz, wpart, bpart, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh),
-                     i32(ow), i32(nsplit)))
+                    (x, dz, y, dy, wpart, bpart, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw),
+                     i32(oh), i32(ow), i32(PH), i32(PW), i32(_activations.code(act)), i32(nsplit)))
         self.launch("fm_conv_wgrad_finalize", dt, g_final, (_THREADS,),
                     (wpart, bpart, dw, db, np.int64(nw), i32(f), i32(nsplit)))
         if dx is not None:
@@ -465,13 +466,13 @@ def synchronize():
     _cupy().cuda.get_current_stream().synchronize()
 
 
-def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
+def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first"):
     """Fused conv + max-pool + bias + activation (see :mod:`fastmom.backends.reference`)."""
-    kernels().conv_pool_forward(x, w, b, poolsize, act, y, argmax)
+    kernels().conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties)
 
 
-def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
-    kernels().conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx)
+def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first"):
+    kernels().conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties)
 
 
 def dense_forward(x, w, b, act, y, scale=1.0):

@@ -11,16 +11,26 @@ the same signatures and semantics. Outputs are written into caller-owned arrays 
 that compiled backends never allocate inside a training step; ``dw``/``db``/``dx`` are
 overwritten, not accumulated. Shapes (``N`` batch, ``C`` channels, ``F`` filters):
 
-- ``conv_pool_forward(x, w, b, poolsize, act, y, argmax)``:
+- ``conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first")``:
   ``x (N,C,H,W)``, ``w (F,C,KH,KW)``, ``b (F,)``. Valid stride-1 cross-correlation
   ``z (N,F,OH,OW)`` with ``OH = H-KH+1``; non-overlapping ``ph x pw`` max-pool dropping
   the ragged border (``PH = OH // ph``); ``y = act(pool(z) + b)`` of shape
-  ``(N,F,PH,PW)``. ``argmax (N,F,PH,PW) int32`` receives the row-major position
-  ``r*pw + s`` of the maximum inside each window; ties go to the first position.
-- ``conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx)``: with
-  ``dz = dy * act'(y)`` routed to the argmax position of each window, writes
-  ``dw (F,C,KH,KW)``, ``db (F,)`` and, unless ``dx`` is ``None`` (a first layer),
-  ``dx (N,C,H,W)``.
+  ``(N,F,PH,PW)``. ``argmax (N,F,PH,PW) int32`` records each window's maximum for the
+  backward pass, by the tie rule ``pool_ties``:
+
+  - ``"first"``: the row-major position ``r*pw + s`` of the maximum; ties go to the
+    first position (PyTorch's and cuDNN's rule, a subgradient).
+  - ``"all"`` (Theano's rule, so network3's): the bitmask ``sum(1 << (r*pw + s))`` over
+    every position whose ``z`` equals the window's maximum (exact equality of the
+    computed values), always including the first maximum's bit (a NaN maximum equals
+    nothing); windows of at most 31 positions.
+- ``conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first")``:
+  with ``g = dy * act'(y)``, ``dz`` holds ``g`` at each position that ``argmax`` records
+  (the one position for ``"first"``, every tied one for ``"all"``: the same ``pool_ties``
+  as the forward pass that wrote it) and zero elsewhere; writes
+  ``dw (F,C,KH,KW) = sum dz * x``, ``db (F,) = sum g`` (the bias is added after
+  pooling: one ``g`` per window whatever its ties) and, unless ``dx`` is ``None`` (a
+  first layer), ``dx (N,C,H,W)``.
 - ``dense_forward(x, w, b, act, y, scale=1.0)``: ``y = act(scale * x @ w + b)``
   (``scale`` is network3's ``1 - p_dropout`` at inference).
 - ``dense_backward(x, w, y, dy, act, dw, db, dx)``: ``dz = dy * act'(y)``,
@@ -103,10 +113,10 @@ def _pool_view(z, ph, pw, PH, PW):
     return zc.transpose(0, 1, 2, 4, 3, 5).reshape(n, f, PH, PW, ph * pw)
 
 
-def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
+def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first"):
     """Fused valid cross-correlation + max-pool + bias + activation (see module doc)."""
     n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_forward(
-        x, w, b, poolsize, act, y, argmax, xp=np)
+        x, w, b, poolsize, act, y, argmax, pool_ties, xp=np)
     ph, pw = _checks.pool(poolsize)
     z = np.tensordot(_windows(x, kh, kw), w, axes=([1, 4, 5], [1, 2, 3]))  # (N,OH,OW,F)
     z = z.transpose(0, 3, 1, 2)
@@ -114,19 +124,32 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax):
     am = windows.argmax(axis=-1)
     m = np.take_along_axis(windows, am[..., None], axis=-1)[..., 0]
     y[...] = activations.apply(act, m + b[None, :, None, None])
-    argmax[...] = am
+    if pool_ties == "all":
+        bits = np.int32(1) << np.arange(ph * pw, dtype=np.int32)
+        tied = windows == m[..., None]
+        argmax[...] = (tied * bits).sum(axis=-1, dtype=np.int32) | (np.int32(1) << am.astype(np.int32))
+    else:
+        argmax[...] = am
 
 
-def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx):
+def _pool_positions(argmax, ph, pw, pool_ties):
+    """``(N,F,PH,PW,ph*pw)`` 0/1: the window positions that ``argmax`` records."""
+    pos = np.arange(ph * pw, dtype=np.int32)
+    if pool_ties == "all":
+        return (argmax[..., None] >> pos) & 1
+    return argmax[..., None] == pos
+
+
+def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first"):
     """Gradients of :func:`conv_pool_forward` (see module doc)."""
     n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
-        x, w, y, argmax, dy, poolsize, act, dw, db, dx, xp=np)
+        x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties, xp=np)
     ph, pw = _checks.pool(poolsize)
     dm = dy * activations.derivative_from_output(act, y)  # (N,F,PH,PW)
     db[...] = dm.sum(axis=(0, 2, 3))
-    # un-pool: route each window's gradient to its argmax, zero elsewhere and on the border
-    dwin = np.zeros((n, f, PH, PW, ph * pw), dtype=x.dtype)
-    np.put_along_axis(dwin, argmax[..., None].astype(np.intp), dm[..., None], axis=-1)
+    # un-pool: each window's gradient to the positions argmax records, zero elsewhere and
+    # on the border
+    dwin = np.where(_pool_positions(argmax, ph, pw, pool_ties), dm[..., None], x.dtype.type(0))
     dz = np.zeros((n, f, oh, ow), dtype=x.dtype)
     dz[:, :, : PH * ph, : PW * pw] = (
         dwin.reshape(n, f, PH, PW, ph, pw).transpose(0, 1, 2, 4, 3, 5).reshape(n, f, PH * ph, PW * pw))

@@ -63,10 +63,10 @@ cdef extern from "isa.h" nogil:
         void (*pack_filters_d)(const double* w, int f, int K, double* wp) noexcept nogil
         void (*conv_pool_direct_f)(const float* x, int c, int h, int wd, const float* wp, int f,
                                    int kh, int kw, int ph, int pw, int PH, int PW, float* y,
-                                   int* argmax) noexcept nogil
+                                   int* argmax, int ties) noexcept nogil
         void (*conv_pool_direct_d)(const double* x, int c, int h, int wd, const double* wp,
                                    int f, int kh, int kw, int ph, int pw, int PH, int PW,
-                                   double* y, int* argmax) noexcept nogil
+                                   double* y, int* argmax, int ties) noexcept nogil
         void (*pack_filters_cl_f)(const float* w, int f, int c, int kh, int kw, int cp,
                                   float* wt) noexcept nogil
         void (*pack_filters_cl_d)(const double* w, int f, int c, int kh, int kw, int cp,
@@ -74,20 +74,21 @@ cdef extern from "isa.h" nogil:
         void (*conv_pool_backward_scatter_f)(
             const float* x, int c, int h, int wd, const float* wt, int f, int kh, int kw,
             int ph, int pw, int PH, int PW, const float* dy, const float* y, const int* argmax,
-            int act, float* xt, float* dxt, float* dwt, float* db, float* dx) noexcept nogil
+            int act, int ties, float* xt, float* dxt, float* dwt, float* db,
+            float* dx) noexcept nogil
         void (*conv_pool_backward_scatter_d)(
             const double* x, int c, int h, int wd, const double* wt, int f, int kh, int kw,
             int ph, int pw, int PH, int PW, const double* dy, const double* y,
-            const int* argmax, int act, double* xt, double* dxt, double* dwt, double* db,
-            double* dx) noexcept nogil
+            const int* argmax, int act, int ties, double* xt, double* dxt, double* dwt,
+            double* db, double* dx) noexcept nogil
         void (*pool2x2_row_f)(const float* r0, const float* r1, int n, float* m,
-                              int* best) noexcept nogil
+                              int* best, int ties) noexcept nogil
         void (*pool2x2_row_d)(const double* r0, const double* r1, int n, double* m,
-                              int* best) noexcept nogil
+                              int* best, int ties) noexcept nogil
         float (*unpool2x2_row_f)(const float* dy, const float* y, const int* best, int n,
-                                 int act, float* z0, float* z1) noexcept nogil
+                                 int act, int ties, float* z0, float* z1) noexcept nogil
         double (*unpool2x2_row_d)(const double* dy, const double* y, const int* best, int n,
-                                  int act, double* z0, double* z1) noexcept nogil
+                                  int act, int ties, double* z0, double* z1) noexcept nogil
     const fastmom_isa_kernels* fastmom_isa_table(int level)
     int fastmom_isa_cpu_runs(int level)
 
@@ -298,13 +299,14 @@ cdef inline void _col2im_add(real* dcols, int cnt, int c, int h, int wd, int kh,
 
 
 cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
-                           int* best) noexcept nogil:
+                           int* best, bint ties) noexcept nogil:
     """Max and argmax of one row of ``ph x pw`` windows (``m``, ``best`` of length PW).
 
     Window positions are visited in row-major order with a strict ``>``, so the first
     maximum wins on ties (the reference's rule). Updates are branch-free: on random
     data a branch mispredicts about half of the compares (it made the forward pass
-    3x slower).
+    3x slower). With ``ties`` (``pool_ties="all"``) ``best`` then becomes the bitmask of
+    every position equal to the maximum (the first maximum's bit always set).
     """
     cdef int pj, r, s, idx, gt
     cdef real val
@@ -322,6 +324,15 @@ cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
                 gt = val > m[pj]
                 best[pj] = best[pj] + (idx - best[pj]) * gt
                 m[pj] = val if val > m[pj] else m[pj]
+    if not ties:
+        return
+    for pj in range(PW):
+        best[pj] = 1 << best[pj]
+    for r in range(ph):
+        for s in range(pw):
+            zq = zrow + r * ow + s
+            for pj in range(PW):
+                best[pj] = best[pj] | ((zq[pj * pw] == m[pj]) << (r * pw + s))
 
 
 cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogil:
@@ -337,9 +348,11 @@ cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogi
 @cython.cdivision(True)  # all operands are non-negative, where C and Python division agree
 def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, int ph, int pw,
                       int act, real[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
-                      real[:, ::1] scratch, real[::1] packed, int ib, int nthreads):
+                      real[:, ::1] scratch, real[::1] packed, int ib, int nthreads,
+                      bint ties=False):
     """Fused valid convolution, max-pool with argmax, bias and activation, per chunk of
-    ``ib`` images.
+    ``ib`` images. With ``ties`` (``pool_ties="all"``) ``argmax`` gets each window's tie
+    bitmask instead (see fastmom.backends.reference).
 
     Where :func:`direct_conv_applies`, each image is convolved and pooled directly from
     the filters packed into ``packed`` (conv_direct.h); else each chunk goes through
@@ -390,10 +403,10 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                 o = (n0 + j) * f * plane
                 if real is float:
                     kern.conv_pool_direct_f(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
-                                            ph, pw, PH, PW, yp + o, ap + o)
+                                            ph, pw, PH, PW, yp + o, ap + o, ties)
                 else:
                     kern.conv_pool_direct_d(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
-                                            ph, pw, PH, PW, yp + o, ap + o)
+                                            ph, pw, PH, PW, yp + o, ap + o, ties)
                 for fi in range(f):
                     _bias_act_row(yp + o + fi * plane, <int>plane, bp[fi], act)
         else:
@@ -410,14 +423,23 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                         if ph == 2 and pw == 2:
                             if real is float:
                                 kern.pool2x2_row_f(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
-                                                   PW, yp + o, ap + o)
+                                                   PW, yp + o, ap + o, ties)
                             else:
                                 kern.pool2x2_row_d(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
-                                                   PW, yp + o, ap + o)
+                                                   PW, yp + o, ap + o, ties)
                         else:
-                            _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o)
+                            _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o, ties)
                         _bias_act_row(yp + o, PW, bp[fi], act)
                         o = o + PW
+
+
+cdef inline void _unpool_ties(real* win, int ow, int ph, int pw, int mask, real g) noexcept nogil:
+    """``g`` to every position of one window (row stride ``ow``) set in its tie ``mask``."""
+    cdef int r, s
+    for r in range(ph):
+        for s in range(pw):
+            if (mask >> (r * pw + s)) & 1:
+                win[r * ow + s] = g
 
 
 @cython.cdivision(True)  # all operands are non-negative, where C and Python division agree
@@ -425,8 +447,10 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                        int[:, :, :, ::1] argmax, real[:, :, :, ::1] dy, int ph, int pw, int act,
                        real[:, :, :, ::1] dw, real[::1] db, real[:, :, :, ::1] dx,
                        real[:, ::1] scratch, real[:, ::1] partial, real[::1] packed, int ib,
-                       int group, int nthreads):
-    """Gradients of :func:`conv_pool_forward`; ``dx`` may be None (first layer).
+                       int group, int nthreads, bint ties=False):
+    """Gradients of :func:`conv_pool_forward`; ``dx`` may be None (first layer). With
+    ``ties`` (``pool_ties="all"``) ``argmax`` holds tie bitmasks and each window's
+    gradient goes to every position set in its mask.
 
     Two paths, chosen by the shapes (conv_direct.h's fastmom_conv_scatter_applies): with
     pooling windows of 4+ positions and a vector's worth of input channels, each image
@@ -512,12 +536,12 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                     if real is float:
                         kern.conv_pool_backward_scatter_f(
                             xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
-                            dyp + o, yp + o, ap + o, act, cols, cols + h * wd * cp, pdw, pdb,
+                            dyp + o, yp + o, ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
                             dxp + (n0 + j) * img if want_dx else NULL)
                     else:
                         kern.conv_pool_backward_scatter_d(
                             xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
-                            dyp + o, yp + o, ap + o, act, cols, cols + h * wd * cp, pdw, pdb,
+                            dyp + o, yp + o, ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
                             dxp + (n0 + j) * img if want_dx else NULL)
             continue
         for ch in range(gr * group, min(gr * group + group, nchunks)):
@@ -540,11 +564,11 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                         if ph == 2 and pw == 2:
                             if real is float:
                                 gb = gb + kern.unpool2x2_row_f(
-                                    dyp + o, yp + o, ap + o, PW, act, dzr + 2 * pi * ow,
+                                    dyp + o, yp + o, ap + o, PW, act, ties, dzr + 2 * pi * ow,
                                     dzr + (2 * pi + 1) * ow)
                             else:
                                 gb = gb + kern.unpool2x2_row_d(
-                                    dyp + o, yp + o, ap + o, PW, act, dzr + 2 * pi * ow,
+                                    dyp + o, yp + o, ap + o, PW, act, ties, dzr + 2 * pi * ow,
                                     dzr + (2 * pi + 1) * ow)
                             o = o + PW
                             continue
@@ -552,6 +576,10 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                             g = dyp[o] * _dact(yp[o], act)
                             gb = gb + g
                             a = ap[o]
+                            if ties:
+                                _unpool_ties(dzr + (pi * ph) * ow + pj * pw, ow, ph, pw, a, g)
+                                o = o + 1
+                                continue
                             # a shift for the common 2-wide window, not an integer division
                             ar = a >> 1 if pw == 2 else a // pw
                             dzr[(pi * ph + ar) * ow + pj * pw + a - ar * pw] = g

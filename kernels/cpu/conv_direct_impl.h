@@ -77,15 +77,16 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
  * gets each window's largest pre-activation value (no bias: the caller adds it and
  * applies the activation, which commutes with the max for the monotonic activations)
  * and argmax[fi, pi, pj] the window position r*pw + s of the first maximum in row-major
- * order (strict >, the reference's rule). Positions outside every window (a pool that
- * does not divide the map) are never computed.
+ * order (strict >, the reference's rule), or with `ties` (pool_ties="all") the bitmask
+ * of every position equal to the maximum, the first maximum's bit always set. Positions
+ * outside every window (a pool that does not divide the map) are never computed.
  *
  * Needs FM_WINDOW_MAX % (ph*pw) == 0 (fastmom_conv_pool_direct_applies): every tile then
  * holds whole windows. */
 static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int wd,
                                               const FM_T *wp, int f, int kh, int kw,
                                               int ph, int pw, int PH, int PW, FM_T *y,
-                                              int *argmax)
+                                              int *argmax, int ties)
 {
     typedef FM_NAME(fm_vec) vec;
     typedef FM_NAME(fm_ivec) ivec;
@@ -120,6 +121,11 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
                         ivec gt = win[s] > m;
                         m = (vec)(((ivec)win[s] & gt) | ((ivec)m & ~gt));
                         best = (best & ~gt) | (((ivec){0} + s) & gt);
+                    }
+                    if (ties) { /* a uniform branch per window, outside the multiply-adds */
+                        best = ((ivec){0} + 1) << best;
+                        for (int s = 0; s < ws; s++)
+                            best |= (win[s] == m) & (1 << s);
                     }
                     long o = w0 + wn;
                     for (int lane = 0; lane < FM_LANES; lane++) {
@@ -157,15 +163,16 @@ static void FM_NAME(fastmom_pack_filters_cl)(const FM_T *w, int f, int c, int kh
  * rounded up to whole vectors, padding zero), so that a window's receptive field row
  * (kw positions x cp channels) is one contiguous run, as are the filters (wt, packed by
  * fastmom_pack_filters_cl) and the weight-gradient partial dwt (same layout, added to).
- * For each filter and window with g = dy * act'(y) != 0 at the argmax (r, s):
+ * For each filter and window with g = dy * act'(y) != 0, at the argmax (r, s) or, with
+ * `ties` (pool_ties="all"), at each position set in the window's tie mask:
  *     dwt[fi, k, l, :] += g * xt[r + k, s + l, :]     dxt[r + k, s + l, :] += g * wt[fi, k, l, :]
  * db[fi] gets every g (added, in window order). dx (c x h x wd, overwritten) is the
  * channel-first copy of dxt; NULL skips the input gradient (a first layer). A zero g
  * (ReLU's flat side) is skipped: it adds exact zeros for finite inputs. */
 static void FM_NAME(fastmom_conv_pool_backward_scatter)(
     const FM_T *x, int c, int h, int wd, const FM_T *wt, int f, int kh, int kw, int ph, int pw,
-    int PH, int PW, const FM_T *dy, const FM_T *y, const int *argmax, int act, FM_T *xt,
-    FM_T *dxt, FM_T *dwt, FM_T *db, FM_T *dx)
+    int PH, int PW, const FM_T *dy, const FM_T *y, const int *argmax, int act, int ties,
+    FM_T *xt, FM_T *dxt, FM_T *dwt, FM_T *db, FM_T *dx)
 {
     typedef FM_NAME(fm_vec) vec;
     int cp = (c + FM_LANES - 1) / FM_LANES * FM_LANES, run = kw * cp / FM_LANES;
@@ -187,25 +194,29 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
             gsum += g;
             if (g == 0)
                 continue;
-            int a = argmax[o];
-            long r = w / PW * ph + a / pw, s = w % PW * pw + a % pw;
+            /* the positions to scatter to, as a bitmask: one bit, or the tie mask */
+            unsigned pos = ties ? (unsigned)argmax[o] : 1u << argmax[o];
             vec gv = (vec){0} + g;
-            for (int k = 0; k < kh; k++) {
-                long at = ((r + k) * wd + s) * cp;
-                const vec *xr = (const vec *)(xt + at), *wr = (const vec *)(wf + k * kw * cp);
-                vec *dwr = (vec *)(dwf + k * kw * cp), *dxr = (vec *)(dxt + at);
-                /* one loop for both updates, unrolled: the loop's own instructions
-                 * otherwise cost as much as the stores it is bound by */
-                if (dx) {
-                    FM_UNROLL4
-                    for (int q = 0; q < run; q++) {
-                        dwr[q] += gv * xr[q];
-                        dxr[q] += gv * wr[q];
+            for (; pos; pos &= pos - 1) {
+                int a = __builtin_ctz(pos);
+                long r = w / PW * ph + a / pw, s = w % PW * pw + a % pw;
+                for (int k = 0; k < kh; k++) {
+                    long at = ((r + k) * wd + s) * cp;
+                    const vec *xr = (const vec *)(xt + at), *wr = (const vec *)(wf + k * kw * cp);
+                    vec *dwr = (vec *)(dwf + k * kw * cp), *dxr = (vec *)(dxt + at);
+                    /* one loop for both updates, unrolled: the loop's own instructions
+                     * otherwise cost as much as the stores it is bound by */
+                    if (dx) {
+                        FM_UNROLL4
+                        for (int q = 0; q < run; q++) {
+                            dwr[q] += gv * xr[q];
+                            dxr[q] += gv * wr[q];
+                        }
+                    } else {
+                        FM_UNROLL4
+                        for (int q = 0; q < run; q++)
+                            dwr[q] += gv * xr[q];
                     }
-                } else {
-                    FM_UNROLL4
-                    for (int q = 0; q < run; q++)
-                        dwr[q] += gv * xr[q];
                 }
             }
         }

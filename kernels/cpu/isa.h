@@ -26,22 +26,24 @@
 /* Levels, lowest first: indices into fastmom_isa_names and fastmom_isa_table. */
 enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3 };
 
-/* The kernels of one level, per scalar type (S: f float, d double). A level without the
+/* The kernels of one level, per scalar type (S: f float, d double); `ties` selects the
+ * max-pool tie rule, 0 "first" (argmax holds a position), 1 "all" (a bitmask of the tied
+ * positions: see fastmom.backends.reference). A level without the
  * direct convolution (the baseline) has NULL kernels there and applies functions that
  * say false: callers take the im2col + GEMM paths. */
 #define FM_ISA_KERNELS(T, S)                                                                \
     void (*pack_filters_##S)(const T *w, int f, int K, T *wp);                              \
     void (*conv_pool_direct_##S)(const T *x, int c, int h, int wd, const T *wp, int f,      \
                                  int kh, int kw, int ph, int pw, int PH, int PW, T *y,      \
-                                 int *argmax);                                              \
+                                 int *argmax, int ties);                                    \
     void (*pack_filters_cl_##S)(const T *w, int f, int c, int kh, int kw, int cp, T *wt);   \
     void (*conv_pool_backward_scatter_##S)(                                                 \
         const T *x, int c, int h, int wd, const T *wt, int f, int kh, int kw, int ph, int pw, \
-        int PH, int PW, const T *dy, const T *y, const int *argmax, int act, T *xt, T *dxt,   \
-        T *dwt, T *db, T *dx);                                                              \
-    void (*pool2x2_row_##S)(const T *r0, const T *r1, int n, T *m, int *best);              \
-    T (*unpool2x2_row_##S)(const T *dy, const T *y, const int *best, int n, int act, T *z0, \
-                           T *z1);
+        int PH, int PW, const T *dy, const T *y, const int *argmax, int act, int ties, T *xt, \
+        T *dxt, T *dwt, T *db, T *dx);                                                      \
+    void (*pool2x2_row_##S)(const T *r0, const T *r1, int n, T *m, int *best, int ties);    \
+    T (*unpool2x2_row_##S)(const T *dy, const T *y, const int *best, int n, int act,        \
+                           int ties, T *z0, T *z1);
 
 typedef struct fastmom_isa_kernels {
     const char *name;

@@ -8,7 +8,10 @@
  * outside the GEMMs). Here a vector of windows (8 floats or 4 doubles) is deinterleaved
  * or interleaved with shuffles and selected with masks, and a row's last windows go one
  * at a time, also branch-free. Strict `>`: the first maximum in row-major window order
- * wins, as in the reference.
+ * wins, as in the reference. With `ties` (pool_ties="all", Theano's rule) the forward
+ * records the bitmask of every position equal to the maximum and the backward gives
+ * each of them g; each row function is compiled twice, for a literal flag, so the
+ * default rule runs the same instructions as before the option.
  *
  * Written once in pool_impl.h and instantiated for float and double. Needs the
  * GCC/Clang vector extension with __builtin_shufflevector (GCC 12, Clang); elsewhere

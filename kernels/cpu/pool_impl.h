@@ -14,8 +14,8 @@ static inline FM_T FM_NAME(fastmom_dact)(FM_T y, int act)
 
 /* Windows j0 <= j < n of fastmom_pool2x2_row, one at a time: `v > mx ? v : mx` is a
  * maxss, the index arithmetic branch-free. */
-static inline void FM_NAME(fm_pool2x2_scalar)(const FM_T *r0, const FM_T *r1, int j0, int n,
-                                              FM_T *m, int *best)
+static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_scalar)(
+    const FM_T *r0, const FM_T *r1, int j0, int n, FM_T *m, int *best, const int ties)
 {
     for (int j = j0; j < n; j++) {
         FM_T c[3] = {r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]}, mx = r0[2 * j];
@@ -26,15 +26,20 @@ static inline void FM_NAME(fm_pool2x2_scalar)(const FM_T *r0, const FM_T *r1, in
             mx = c[s] > mx ? c[s] : mx;
         }
         m[j] = mx;
-        best[j] = bi;
+        /* ties: every position equal to the maximum, and the first maximum's bit (a NaN
+         * maximum equals nothing) */
+        best[j] = ties ? 1 << bi | (r0[2 * j] == mx) | (c[0] == mx) << 1 | (c[1] == mx) << 2 |
+                             (c[2] == mx) << 3
+                       : bi;
     }
 }
 
 /* Windows j0 <= j < n of fastmom_unpool2x2_row, one at a time; returns their g's sum in
  * order. The four stores select g or zero by bit masks: a branch on the argmax
  * mispredicts on random data. */
-static inline FM_T FM_NAME(fm_unpool2x2_scalar)(const FM_T *dy, const FM_T *y, const int *best,
-                                                int j0, int n, int act, FM_T *z0, FM_T *z1)
+static inline __attribute__((always_inline)) FM_T FM_NAME(fm_unpool2x2_scalar)(
+    const FM_T *dy, const FM_T *y, const int *best, int j0, int n, int act, FM_T *z0, FM_T *z1,
+    const int ties)
 {
     FM_T sum = 0;
     for (int j = j0; j < n; j++) {
@@ -42,7 +47,7 @@ static inline FM_T FM_NAME(fm_unpool2x2_scalar)(const FM_T *dy, const FM_T *y, c
         FM_INT bits, out[4];
         memcpy(&bits, &g, sizeof bits);
         for (int s = 0; s < 4; s++)
-            out[s] = bits & -(FM_INT)(best[j] == s);
+            out[s] = bits & -(FM_INT)(ties ? best[j] >> s & 1 : best[j] == s);
         memcpy(z0 + 2 * j, out, 2 * sizeof(FM_T));
         memcpy(z1 + 2 * j, out + 2, 2 * sizeof(FM_T));
         sum += g;
@@ -68,8 +73,10 @@ typedef int FM_NAME(fm_pidx) __attribute__((vector_size(FM_LANES * 4), aligned(4
 #define FM_ZIP_HI(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
 #endif
 
-/* FM_LANES windows: max and argmax of the windows at columns 2j, 2j+1 of r0 and r1. */
-static inline void FM_NAME(fm_pool2x2_vec)(const FM_T *r0, const FM_T *r1, FM_T *m, int *best)
+/* FM_LANES windows: max and argmax (ties: the bitmask of the tied positions) of the
+ * windows at columns 2j, 2j+1 of r0 and r1. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_vec)(
+    const FM_T *r0, const FM_T *r1, FM_T *m, int *best, const int ties)
 {
     typedef FM_NAME(fm_pvec) vec;
     typedef FM_NAME(fm_pmask) mask;
@@ -83,14 +90,20 @@ static inline void FM_NAME(fm_pool2x2_vec)(const FM_T *r0, const FM_T *r1, FM_T 
         mx = (vec)(((mask)cand[c] & gt) | ((mask)mx & ~gt));
         bi = (bi & ~gt) | (((mask){0} + (c + 1)) & gt);
     }
+    if (ties) {
+        mask first = FM_EVEN(p, q) == mx;
+        bi = ((mask){0} + 1) << bi | (first & 1);
+        for (int c = 0; c < 3; c++)
+            bi |= (cand[c] == mx) & (2 << c);
+    }
     *(vec *)m = mx;
     *(FM_NAME(fm_pidx) *)best = __builtin_convertvector(bi, FM_NAME(fm_pidx));
 }
 
 /* FM_LANES windows backward: g = dy * act'(y) to each window's argmax in z0, z1;
  * returns g. */
-static inline FM_NAME(fm_pvec) FM_NAME(fm_unpool2x2_vec)(const FM_T *dy, const FM_T *y, const int *best,
-                                             int act, FM_T *z0, FM_T *z1)
+static inline __attribute__((always_inline)) FM_NAME(fm_pvec) FM_NAME(fm_unpool2x2_vec)(
+    const FM_T *dy, const FM_T *y, const int *best, int act, FM_T *z0, FM_T *z1, const int ties)
 {
     typedef FM_NAME(fm_pvec) vec;
     typedef FM_NAME(fm_pmask) mask;
@@ -105,8 +118,11 @@ static inline FM_NAME(fm_pvec) FM_NAME(fm_unpool2x2_vec)(const FM_T *dy, const F
         d = yv * (1 - yv);
     vec g = *(const vec *)dy * d;
     mask a = __builtin_convertvector(*(const FM_NAME(fm_pidx) *)best, mask);
-    vec v0 = (vec)((mask)g & (a == 0)), v1 = (vec)((mask)g & (a == 1));
-    vec v2 = (vec)((mask)g & (a == 2)), v3 = (vec)((mask)g & (a == 3));
+    /* the positions the record names: the argmax, or each set bit of the tie mask */
+    mask s0 = ties ? (a & 1) != 0 : a == 0, s1 = ties ? (a & 2) != 0 : a == 1;
+    mask s2 = ties ? (a & 4) != 0 : a == 2, s3 = ties ? (a & 8) != 0 : a == 3;
+    vec v0 = (vec)((mask)g & s0), v1 = (vec)((mask)g & s1);
+    vec v2 = (vec)((mask)g & s2), v3 = (vec)((mask)g & s3);
     *(vec *)z0 = FM_ZIP_LO(v0, v1);
     *(vec *)(z0 + FM_LANES) = FM_ZIP_HI(v0, v1);
     *(vec *)z1 = FM_ZIP_LO(v2, v3);
@@ -119,46 +135,73 @@ static inline FM_NAME(fm_pvec) FM_NAME(fm_unpool2x2_vec)(const FM_T *dy, const F
 #undef FM_ZIP_LO
 #undef FM_ZIP_HI
 
-/* m[j], best[j]: max and argmax (0..3, row-major) of the window at columns 2j, 2j+1 of
- * rows r0 and r1, for j < n. */
-static inline void FM_NAME(fastmom_pool2x2_row)(const FM_T *r0, const FM_T *r1, int n, FM_T *m,
-                                                int *best)
+/* The row loops for a literal tie flag: the default rule's code is compiled apart,
+ * without the tie masks. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_rows)(
+    const FM_T *r0, const FM_T *r1, int n, FM_T *m, int *best, const int ties)
 {
     int j = 0;
     for (; j + FM_LANES <= n; j += FM_LANES)
-        FM_NAME(fm_pool2x2_vec)(r0 + 2 * j, r1 + 2 * j, m + j, best + j);
-    FM_NAME(fm_pool2x2_scalar)(r0, r1, j, n, m, best);
+        FM_NAME(fm_pool2x2_vec)(r0 + 2 * j, r1 + 2 * j, m + j, best + j, ties);
+    FM_NAME(fm_pool2x2_scalar)(r0, r1, j, n, m, best, ties);
 }
 
-/* The adjoint: g[j] = dy[j] * act'(y[j]) to the argmax of window j in rows z0, z1
- * (columns 2j, 2j+1), zero at its other three positions; returns the sum of the g (the
- * bias gradient's share: lane sums of the vector blocks in lane order, then the last
- * windows in order). */
-static inline FM_T FM_NAME(fastmom_unpool2x2_row)(const FM_T *dy, const FM_T *y, const int *best,
-                                                  int n, int act, FM_T *z0, FM_T *z1)
+/* m[j], best[j]: max and argmax (0..3, row-major) of the window at columns 2j, 2j+1 of
+ * rows r0 and r1, for j < n; with ties, best[j] is the bitmask of every position equal
+ * to the maximum (pool_ties="all"). */
+static inline void FM_NAME(fastmom_pool2x2_row)(const FM_T *r0, const FM_T *r1, int n, FM_T *m,
+                                                int *best, int ties)
+{
+    if (ties)
+        FM_NAME(fm_pool2x2_rows)(r0, r1, n, m, best, 1);
+    else
+        FM_NAME(fm_pool2x2_rows)(r0, r1, n, m, best, 0);
+}
+
+static inline __attribute__((always_inline)) FM_T FM_NAME(fm_unpool2x2_rows)(
+    const FM_T *dy, const FM_T *y, const int *best, int n, int act, FM_T *z0, FM_T *z1,
+    const int ties)
 {
     FM_NAME(fm_pvec) acc = {0};
     FM_T sum = 0;
     int j = 0;
     for (; j + FM_LANES <= n; j += FM_LANES)
-        acc += FM_NAME(fm_unpool2x2_vec)(dy + j, y + j, best + j, act, z0 + 2 * j, z1 + 2 * j);
+        acc += FM_NAME(fm_unpool2x2_vec)(dy + j, y + j, best + j, act, z0 + 2 * j, z1 + 2 * j,
+                                         ties);
     for (int l = 0; l < FM_LANES; l++)
         sum += acc[l];
-    return sum + FM_NAME(fm_unpool2x2_scalar)(dy, y, best, j, n, act, z0, z1);
+    return sum + FM_NAME(fm_unpool2x2_scalar)(dy, y, best, j, n, act, z0, z1, ties);
+}
+
+/* The adjoint: g[j] = dy[j] * act'(y[j]) to the argmax of window j in rows z0, z1
+ * (columns 2j, 2j+1; with ties, to every position set in the tie mask best[j]), zero at
+ * its other positions; returns the sum of the g (the bias gradient's share: lane sums of
+ * the vector blocks in lane order, then the last windows in order). */
+static inline FM_T FM_NAME(fastmom_unpool2x2_row)(const FM_T *dy, const FM_T *y, const int *best,
+                                                  int n, int act, int ties, FM_T *z0, FM_T *z1)
+{
+    if (ties)
+        return FM_NAME(fm_unpool2x2_rows)(dy, y, best, n, act, z0, z1, 1);
+    return FM_NAME(fm_unpool2x2_rows)(dy, y, best, n, act, z0, z1, 0);
 }
 
 #else /* scalar loops, the same results */
 
 static inline void FM_NAME(fastmom_pool2x2_row)(const FM_T *r0, const FM_T *r1, int n, FM_T *m,
-                                                int *best)
+                                                int *best, int ties)
 {
-    FM_NAME(fm_pool2x2_scalar)(r0, r1, 0, n, m, best);
+    if (ties)
+        FM_NAME(fm_pool2x2_scalar)(r0, r1, 0, n, m, best, 1);
+    else
+        FM_NAME(fm_pool2x2_scalar)(r0, r1, 0, n, m, best, 0);
 }
 
 static inline FM_T FM_NAME(fastmom_unpool2x2_row)(const FM_T *dy, const FM_T *y, const int *best,
-                                                  int n, int act, FM_T *z0, FM_T *z1)
+                                                  int n, int act, int ties, FM_T *z0, FM_T *z1)
 {
-    return FM_NAME(fm_unpool2x2_scalar)(dy, y, best, 0, n, act, z0, z1);
+    if (ties)
+        return FM_NAME(fm_unpool2x2_scalar)(dy, y, best, 0, n, act, z0, z1, 1);
+    return FM_NAME(fm_unpool2x2_scalar)(dy, y, best, 0, n, act, z0, z1, 0);
 }
 
 #endif

@@ -15,13 +15,15 @@ constexpr int CONV_FG = 8;  // filters per block: register accumulators per thre
 // CONV_FG filter slices in shared memory; each thread accumulates its conv output for
 // the CONV_FG filters in registers. The conv tile then goes to shared memory and each
 // (filter, pooled output) is reduced over its window, first maximum winning (the
-// reference's row-major r*pw+s order).
+// reference's row-major r*pw+s order). With ties (pool_ties="all") argmax gets the
+// bitmask of every window position equal to the maximum instead (the first maximum's
+// bit always set).
 // Dynamic shared memory: patch (tile_h+KH-1)*(tile_w+KW-1), filters CONV_FG*KH*KW,
 // conv tile CONV_FG*tile_h*tile_w elements of T.
 template <typename T>
 __global__ void fm_conv_pool_fwd(FM_PTR(const T) x, FM_PTR(const T) w, FM_PTR(const T) b, FM_PTR(T) y,
                                  FM_PTR(int) argmax, int C, int H, int W, int F, int KH, int KW, int PH, int PW,
-                                 int ph, int pw, int tph, int tpw, int act) {
+                                 int ph, int pw, int tph, int tpw, int act, int ties) {
     constexpr int FG = fm::CONV_FG;
     const int tile_h = tph * ph, tile_w = tpw * pw, nt = tile_h * tile_w;
     const int patch_h = tile_h + KH - 1, patch_w = tile_w + KW - 1, kk = KH * KW;
@@ -85,6 +87,12 @@ __global__ void fm_conv_pool_fwd(FM_PTR(const T) x, FM_PTR(const T) w, FM_PTR(co
                     arg = r * pw + s;
                 }
             }
+        if (ties) {
+            int mask = 1 << arg;
+            for (int r = 0; r < ph; ++r)
+                for (int s = 0; s < pw; ++s) mask |= int(win[r * tile_w + s] == best) << (r * pw + s);
+            arg = mask;
+        }
         const long long o = ((n * F + f) * PH + PI) * PW + PJ;
         y[o] = fm::activate(act, best + T(b[f]));
         argmax[o] = arg;
@@ -92,10 +100,12 @@ __global__ void fm_conv_pool_fwd(FM_PTR(const T) x, FM_PTR(const T) w, FM_PTR(co
 }
 
 // Un-pooling with the activation derivative: dz (N,F,OH,OW) holds dy*act'(y) at each
-// window's argmax and zero elsewhere (the other window positions and the ragged border).
+// window's argmax (ties: at each position set in its tie mask) and zero elsewhere (the
+// other window positions and the ragged border).
 template <typename T>
 __global__ void fm_conv_unpool(FM_PTR(const T) y, FM_PTR(const int) argmax, FM_PTR(const T) dy, FM_PTR(T) dz,
-                               long long NF, int OH, int OW, int PH, int PW, int ph, int pw, int act) {
+                               long long NF, int OH, int OW, int PH, int PW, int ph, int pw, int act,
+                               int ties) {
     const long long total = NF * OH * OW;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
@@ -105,7 +115,8 @@ __global__ void fm_conv_unpool(FM_PTR(const T) y, FM_PTR(const int) argmax, FM_P
         T d = T(0);
         if (pi < PH && pj < PW) {
             const long long q = (nf * PH + pi) * PW + pj;
-            if (argmax[q] == (i - pi * ph) * pw + (j - pj * pw))
+            const int pos = (i - pi * ph) * pw + (j - pj * pw);  // < 31 with ties (_checks)
+            if (ties ? (argmax[q] >> pos) & 1 : argmax[q] == pos)
                 d = dy[q] * fm::act_grad_from_output(act, T(y[q]));
         }
         dz[e] = d;
@@ -115,13 +126,15 @@ __global__ void fm_conv_unpool(FM_PTR(const T) y, FM_PTR(const int) argmax, FM_P
 // Partial weight and bias gradients over a slice of the batch.
 // Block (f, c) = blockIdx.x, batch slice blockIdx.y of nsplit: for each tap (k, l),
 //   wpart[s, f, c, k, l] = sum_{n in slice, i, j} dz[n,f,i,j] * x[n,c,i+k,j+l],
-// and blocks with c == 0 also write bpart[s, f] = sum dz[n,f,:,:]. Every sum is a
-// fixed-order tree over the block (deterministic; fm_conv_wgrad_finalize adds the
+// and blocks with c == 0 also write bpart[s, f] = sum dy[n,f,:,:] * act'(y[n,f,:,:]):
+// one term per pooled output (the bias is added after pooling), not per position of dz,
+// which repeats a window's gradient at each of its ties with pool_ties="all". Every sum
+// is a fixed-order tree over the block (deterministic; fm_conv_wgrad_finalize adds the
 // slices in order). blockDim.x must be a power of two (fm::block_sum).
 template <typename T>
-__global__ void fm_conv_wgrad_partial(FM_PTR(const T) x, FM_PTR(const T) dz, FM_PTR(T) wpart, FM_PTR(T) bpart,
-                                      int N, int C, int H, int W, int F, int KH, int KW, int OH, int OW,
-                                      int nsplit) {
+__global__ void fm_conv_wgrad_partial(FM_PTR(const T) x, FM_PTR(const T) dz, FM_PTR(const T) y, FM_PTR(const T) dy,
+                                      FM_PTR(T) wpart, FM_PTR(T) bpart, int N, int C, int H, int W, int F,
+                                      int KH, int KW, int OH, int OW, int PH, int PW, int act, int nsplit) {
     FM_SHARED(T, red, 256);
     const int f = blockIdx.x / C, c = blockIdx.x % C, s = blockIdx.y;
     const int n0 = (int)((long long)N * s / nsplit), n1 = (int)((long long)N * (s + 1) / nsplit);
@@ -138,10 +151,11 @@ __global__ void fm_conv_wgrad_partial(FM_PTR(const T) x, FM_PTR(const T) dz, FM_
         if (threadIdx.x == 0) wpart[(((long long)s * F + f) * C + c) * KH * KW + tap] = total;
     }
     if (c == 0) {
+        const long long pooled = (long long)PH * PW, pcount = (n1 - n0) * pooled;
         T acc = T(0);
-        for (long long q = threadIdx.x; q < count; q += blockDim.x) {
-            const long long n = n0 + q / plane;
-            acc += dz[(n * F + f) * plane + q % plane];
+        for (long long q = threadIdx.x; q < pcount; q += blockDim.x) {
+            const long long o = ((n0 + q / pooled) * F + f) * pooled + q % pooled;
+            acc += dy[o] * fm::act_grad_from_output(act, T(y[o]));
         }
         const T total = fm::block_sum(red, acc);
         if (threadIdx.x == 0) bpart[(long long)s * F + f] = total;

@@ -54,14 +54,14 @@ def values(rng, shape, dtype, kind, scale):
 
 
 @st.composite
-def conv_cases(draw, max_hw=12, max_n=4, max_c=3, max_f=5, min_c=1):
+def conv_cases(draw, max_hw=12, max_n=4, max_c=3, max_f=5, min_c=1, kinds=("int", "real")):
     n, c, f = draw(st.integers(1, max_n)), draw(st.integers(min_c, max_c)), draw(st.integers(1, max_f))
     h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
     kh, kw = draw(st.integers(1, h)), draw(st.integers(1, w))
     oh, ow = h - kh + 1, w - kw + 1
     ph, pw = draw(st.integers(1, min(oh, 4))), draw(st.integers(1, min(ow, 4)))
     return dict(n=n, c=c, h=h, w=w, f=f, kh=kh, kw=kw, ph=ph, pw=pw,
-                dtype=draw(dtypes), act=draw(acts), kind=draw(st.sampled_from(["int", "real"])),
+                dtype=draw(dtypes), act=draw(acts), kind=draw(st.sampled_from(kinds)),
                 xs=draw(st.sampled_from(SCALES)), ws=draw(st.sampled_from(SCALES)),
                 seed=draw(st.integers(0, 2**32 - 1)))
 
@@ -76,18 +76,23 @@ def conv_arrays(k):
     return rng, x, w, b, (k["ph"], k["pw"]), (k["n"], k["f"], PH, PW)
 
 
-def check_conv(backend, k):
-    """Forward and backward of ``backend`` against the reference for one case."""
+def check_conv(backend, k, pool_ties="first"):
+    """Forward and backward of ``backend`` against the reference for one case.
+    ``pool_ties="all"`` (tie bitmasks instead of positions) takes integer cases only."""
     rng, x, w, b, pool, yshape = conv_arrays(k)
     dt, act = k["dtype"], k["act"]
     y, am = np.full(yshape, np.nan, dt), np.full(yshape, -7, np.int32)
     yr, amr = np.empty(yshape, dt), np.empty(yshape, np.int32)
-    backend.conv_pool_forward(x, w, b, pool, act, y, am)
-    ref.conv_pool_forward(x, w, b, pool, act, yr, amr)
+    backend.conv_pool_forward(x, w, b, pool, act, y, am, pool_ties)
+    ref.conv_pool_forward(x, w, b, pool, act, yr, amr, pool_ties)
     close(y, yr, dt, "y")
-    assert am.min() >= 0 and am.max() < pool[0] * pool[1]
+    if pool_ties == "all":
+        assert k["kind"] == "int"
+        assert am.min() >= 1 and am.max() < 1 << (pool[0] * pool[1])
+    else:
+        assert am.min() >= 0 and am.max() < pool[0] * pool[1]
     if k["kind"] == "int":
-        np.testing.assert_array_equal(am, amr)  # exact ties: the first maximum in both
+        np.testing.assert_array_equal(am, amr)  # exact ties: the same positions in both
     else:
         # the value at our argmax is (within rounding) the reference window's maximum
         n, f, PH, PW = yshape
@@ -103,8 +108,8 @@ def check_conv(backend, k):
         got = [np.full(w.shape, np.nan, dt), np.full(b.shape, np.nan, dt),
                np.full(x.shape, np.nan, dt) if want_dx else None]
         exp = [np.empty_like(w), np.empty_like(b), np.empty_like(x) if want_dx else None]
-        backend.conv_pool_backward(x, w, yr, amr, dy, pool, act, *got)
-        ref.conv_pool_backward(x, w, yr, amr, dy, pool, act, *exp)
+        backend.conv_pool_backward(x, w, yr, amr, dy, pool, act, *got, pool_ties)
+        ref.conv_pool_backward(x, w, yr, amr, dy, pool, act, *exp, pool_ties)
         for g, e, name in zip(got, exp, ("dw", "db", "dx")):
             if e is not None:
                 close(g, e, dt, name)
@@ -221,6 +226,21 @@ def test_cpu_conv_pool_many_channels(k, nt):
     # vector's worth of channels, 4+ positions per window) are taken where they apply
     cpu.set_num_threads(nt)
     check_conv(cpu, k)
+
+
+# pool_ties="all" on exact ties (integer-valued inputs): the tie masks and gradients
+@FUZZ
+@given(conv_cases(kinds=("int",)), threads)
+def test_cpu_conv_pool_all_ties(k, nt):
+    cpu.set_num_threads(nt)
+    check_conv(cpu, k, "all")
+
+
+@FUZZ
+@given(conv_cases(max_hw=10, max_n=3, max_c=12, max_f=19, min_c=4, kinds=("int",)), threads)
+def test_cpu_conv_pool_all_ties_many_channels(k, nt):
+    cpu.set_num_threads(nt)
+    check_conv(cpu, k, "all")
 
 
 @FUZZ
@@ -352,6 +372,12 @@ EMU = settings(FUZZ, max_examples=40)
 @given(conv_cases(max_hw=10, max_n=3, max_c=2, max_f=4))
 def test_emulated_cuda_conv_pool(k):
     check_conv(_emulated(), k)
+
+
+@EMU
+@given(conv_cases(max_hw=10, max_n=3, max_c=2, max_f=4, kinds=("int",)))
+def test_emulated_cuda_conv_pool_all_ties(k):
+    check_conv(_emulated(), k, "all")
 
 
 @EMU
