@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _validate, activations
 from .activations import sigmoid
-from .backends._checks import conv_pool_geometry
+from .backends._checks import conv_pool_geometry, tie_rule
 
 __all__ = ["Layer", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer", "layer_from_spec"]
 
@@ -74,6 +74,11 @@ class Layer:
     b = _param_property("b")
     #: constructor arguments, in order, as stored by :meth:`spec`
     _spec_args = ()
+    #: arguments added after files were written without them: ``{argument: default}``.
+    #: :meth:`spec` leaves one out at its default, so that a default layer's description
+    #: (and so an old checkpoint's architecture check) is unchanged, and :meth:`from_spec`
+    #: reads a missing one as its default
+    _spec_defaults = {}
     #: the argument whose first value is the mini-batch size (None: the layer has none)
     _batch_arg = None
 
@@ -82,6 +87,8 @@ class Layer:
         out = {"type": type(self).__name__}
         for arg in self._spec_args:
             v = getattr(self, arg)
+            if arg in self._spec_defaults and v == self._spec_defaults[arg]:
+                continue
             out[arg] = v.name if isinstance(v, activations.Activation) else (
                 list(v) if isinstance(v, tuple) else v)
         return out
@@ -93,7 +100,7 @@ class Layer:
             if spec.get("type") != cls.__name__:
                 raise ValueError(f"type {spec.get('type')!r} is not {cls.__name__}")
             kwargs = {arg: tuple(spec[arg]) if isinstance(spec[arg], list) else spec[arg]
-                      for arg in cls._spec_args}
+                      for arg in cls._spec_args if arg in spec or arg not in cls._spec_defaults}
             if mini_batch_size is not None and cls._batch_arg is not None:
                 kwargs[cls._batch_arg] = (mini_batch_size, *kwargs[cls._batch_arg][1:])
             return cls(**kwargs)
@@ -144,16 +151,27 @@ class ConvPoolLayer(Layer):
         ``(mini-batch size, input channels, image height, image width)``.
     poolsize : tuple of 2 ints, default (2, 2)
     activation_fn : Activation, default sigmoid
+    pool_ties : {"first", "all"}, default "first"
+        Which positions of a pooling window whose maximum is tied get the gradient:
+        ``"first"``, the first in row-major order (PyTorch's and cuDNN's rule, a true
+        subgradient); ``"all"``, every position equal to the maximum, each the full
+        gradient (Theano's rule, so network3's; ties are common in MNIST, whose
+        saturated rows make neighbouring patches identical). ``"all"`` needs windows of
+        at most 31 positions.
     """
 
-    _spec_args = ("filter_shape", "image_shape", "poolsize", "activation_fn")
+    _spec_args = ("filter_shape", "image_shape", "poolsize", "activation_fn", "pool_ties")
+    _spec_defaults = {"pool_ties": "first"}
     _batch_arg = "image_shape"
 
-    def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid):
+    def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid,
+                 pool_ties="first"):
         self.filter_shape = _validate.int_tuple("filter_shape", filter_shape, 4)
         self.image_shape = _validate.int_tuple("image_shape", image_shape, 4)
         self.poolsize = _validate.int_tuple("poolsize", poolsize, 2)
         self.activation_fn = activations.resolve(activation_fn)
+        tie_rule(pool_ties, self.poolsize)
+        self.pool_ties = pool_ties
         if self.filter_shape[1] != self.image_shape[1]:
             raise ValueError(
                 f"filter_shape {self.filter_shape} expects {self.filter_shape[1]} input channels but "
@@ -169,7 +187,8 @@ class ConvPoolLayer(Layer):
 
     def __repr__(self):
         return (f"ConvPoolLayer(filter_shape={self.filter_shape}, image_shape={self.image_shape}, "
-                f"poolsize={self.poolsize}, activation_fn={self.activation_fn!r})")
+                f"poolsize={self.poolsize}, activation_fn={self.activation_fn!r}"
+                + (f", pool_ties={self.pool_ties!r})" if self.pool_ties != "first" else ")"))
 
     def param_shapes(self):
         return self.filter_shape, (self.filter_shape[0],)
@@ -200,8 +219,9 @@ class ConvPoolLayer(Layer):
         n = x.shape[0]
         x = x.reshape((n,) + self.in_shape)
         y = self._y[:n]
+        # with pool_ties="all" the argmax workspace holds each window's tie bitmask
         self.backend.conv_pool_forward(x, self.w, self.b, self.poolsize, self.activation_fn.name,
-                                       y, self._argmax[:n])
+                                       y, self._argmax[:n], self.pool_ties)
         self._x = x
         return y
 
@@ -210,7 +230,8 @@ class ConvPoolLayer(Layer):
         dy = dy.reshape((n,) + self.out_shape)
         dx = self._dx[:n] if self._dx is not None else None
         self.backend.conv_pool_backward(self._x, self.w, self._y[:n], self._argmax[:n], dy,
-                                        self.poolsize, self.activation_fn.name, self.dw, self.db, dx)
+                                        self.poolsize, self.activation_fn.name, self.dw, self.db, dx,
+                                        self.pool_ties)
         return dx
 
 

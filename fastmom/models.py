@@ -14,21 +14,22 @@ from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 __all__ = ["ARCHITECTURES", "DEPRECATED_NAMES", "build_layers", "canonical_name"]
 
 
-def _two_conv_pool(mbs):
+def _two_conv_pool(mbs, pool_ties="first"):
     """network3's chapter-6 feature extractor: 20 then 40 ReLU filters of 5x5, each
-    followed by 2x2 max-pooling (28x28 -> 12x12 -> 4x4)."""
+    followed by 2x2 max-pooling (28x28 -> 12x12 -> 4x4); ``pool_ties`` as
+    :class:`~fastmom.layers.ConvPoolLayer`'s (``"all"``: Theano's rule)."""
     return [
         ConvPoolLayer(image_shape=(mbs, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU),
+                      activation_fn=ReLU, pool_ties=pool_ties),
         ConvPoolLayer(image_shape=(mbs, 20, 12, 12), filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU),
+                      activation_fn=ReLU, pool_ties=pool_ties),
     ]
 
 
-def conv_layers(mbs, p_dropout=0.0):
+def conv_layers(mbs, p_dropout=0.0, pool_ties="first"):
     """network3's two conv-pool ReLU layers (20 then 40 filters of 5x5), FC 640-100
     ReLU and a softmax: the chapter-6 network this library is benchmarked on."""
-    return _two_conv_pool(mbs) + [
+    return _two_conv_pool(mbs, pool_ties) + [
         FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU, p_dropout=p_dropout),
         SoftmaxLayer(n_in=100, n_out=10, p_dropout=p_dropout),
     ]
@@ -42,10 +43,10 @@ def fc_layers(mbs, p_dropout=0.0):
     ]
 
 
-def conv_dropout_layers(mbs, p_dropout=0.5):
+def conv_dropout_layers(mbs, p_dropout=0.5, pool_ties="first"):
     """network3's best single chapter-6 net: two conv-pool ReLU layers, two
     1000-unit ReLU layers and a softmax, all three with dropout."""
-    return _two_conv_pool(mbs) + [
+    return _two_conv_pool(mbs, pool_ties) + [
         FullyConnectedLayer(n_in=40 * 4 * 4, n_out=1000, activation_fn=ReLU, p_dropout=p_dropout),
         FullyConnectedLayer(n_in=1000, n_out=1000, activation_fn=ReLU, p_dropout=p_dropout),
         SoftmaxLayer(n_in=1000, n_out=10, p_dropout=p_dropout),
@@ -75,11 +76,19 @@ def best_layers(mbs, p_dropout=0.5):
     return conv_dropout_layers(mbs, p_dropout)
 
 
-def build_layers(name, mini_batch_size, p_dropout=None):
-    """Layers of the named architecture (``conv``, ``fc`` or ``conv-dropout``)."""
+def build_layers(name, mini_batch_size, p_dropout=None, pool_ties="first"):
+    """Layers of the named architecture (``conv``, ``fc`` or ``conv-dropout``), their
+    max-pooling ties resolved by ``pool_ties`` (``"first"`` or ``"all"``, see
+    :class:`~fastmom.layers.ConvPoolLayer`; ``fc`` has no pooling and takes only
+    ``"first"``)."""
     name = canonical_name(name)
     try:
         fn = ARCHITECTURES[name]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(ARCHITECTURES)}") from None
-    return fn(mini_batch_size) if p_dropout is None else fn(mini_batch_size, p_dropout)
+    kwargs = {} if p_dropout is None else {"p_dropout": p_dropout}
+    if pool_ties != "first":
+        if fn is fc_layers:
+            raise ValueError(f"pool_ties={pool_ties!r}: the {name!r} architecture has no max-pooling")
+        kwargs["pool_ties"] = pool_ties
+    return fn(mini_batch_size, **kwargs)

@@ -160,3 +160,110 @@ def test_a_mask_must_be_a_mask_on_the_host():
     with pytest.raises(ValueError, match=r"argmax must be in \[0, 4\)"):
         ref.conv_pool_backward(x, w, y, np.full((1, 1, 1, 1), 15, np.int32), dy, (2, 2), "relu", *grads)
 
+
+# -- a training run with pool_ties="all", the same on every host backend ---------------------
+
+def _tie_net(device, rule, backend=None):
+    """Two conv-pool ReLU layers and a softmax on 12x12 images, batch 5, float64, with
+    network3's plain SGD (eta 0.03, lmbda 0.1); ``backend`` replaces the reference's
+    primitives (the emulated CUDA kernels are no registered device)."""
+    import fastmom
+    from fastmom import ConvPoolLayer, Network, SoftmaxLayer
+
+    layers = [ConvPoolLayer((4, 1, 3, 3), (5, 1, 12, 12), (2, 2), fastmom.ReLU, pool_ties=rule),
+              ConvPoolLayer((8, 4, 2, 2), (5, 4, 5, 5), (2, 2), fastmom.ReLU, pool_ties=rule),
+              SoftmaxLayer(8 * 2 * 2, 10)]
+    net = Network(layers, 5, device=device, dtype=np.float64, seed=3)
+    if backend is not None:
+        for layer in net.layers:
+            layer.backend = backend
+        net.backend = backend
+    opt = fastmom.optim.MomentumSGD(net, 0.03, 0.0, False, 0.1, 2)
+    if backend is not None:
+        opt.backend = backend
+    return net, opt
+
+
+def _train(net, opt, steps=6):
+    r = rng_for("tie-train")
+    x = (r.random((10, 1, 12, 12)) < 0.3).astype(np.float64)
+    x[:, :, 4:8, 8:] = 1.0  # a saturated block and a blank margin wide enough to reach
+    x[:, :, :, :8] = 0.0    # the second layer's windows: MNIST's ties
+    y = r.integers(0, 10, 10)
+    xs, ys = net.prepare_data((x.reshape(10, -1), y))
+    costs, masks = [], []
+    for step in range(steps):
+        sl = slice(5 * (step % 2), 5 * (step % 2) + 5)
+        costs.append(float(net.train_step(xs[sl], ys[sl])))
+        masks.append([np.array(layer._argmax) for layer in net.layers[:2]])
+        opt.step()
+    return np.array(costs), np.array(net.flat.data), masks
+
+
+def _host_backends():
+    from backend_cases import make_backend
+    runs = {"reference": ("reference", None), "cpu": ("cpu", None)}
+    for name in ("cpu", "emulated-cuda"):
+        try:
+            be = make_backend(name)
+        except pytest.skip.Exception:
+            runs.pop(name, None)
+            continue
+        if name == "emulated-cuda":
+            runs[name] = ("reference", _with_primitives(be.impl))
+    return runs
+
+
+def _with_primitives(emu):
+    """The reference module with the emulated CUDA kernels' compute primitives."""
+    from fastmom.backends import PRIMITIVES
+
+    class EmulatedCuda:
+        name = "emulated-cuda"
+
+    be = EmulatedCuda()
+    for attr in dir(ref):
+        if not attr.startswith("_"):
+            setattr(be, attr, getattr(ref, attr))
+    for attr in PRIMITIVES:
+        if attr not in ("dropout_mask", "sum_squares"):  # host draws and the host sum
+            setattr(be, attr, getattr(emu, attr))
+    return be
+
+
+def test_all_ties_training_run_is_the_same_on_every_host_backend():
+    """float64, 6 steps of network3's SGD with pool_ties="all": the cpu and emulated CUDA
+    runs follow the reference's to 1e-10. Not bit for bit: the reference (tensordot),
+    the cpu (im2col + GEMM, the direct kernel) and the CUDA kernels sum a convolution's
+    taps in different orders. The tie sets themselves agree exactly: the tied patches
+    are identical (blank or saturated), so each backend computes the same value for
+    each of them."""
+    runs = {name: _train(*_tie_net(dev, "all", be)) for name, (dev, be) in _host_backends().items()}
+    costs, params, masks = runs.pop("reference")
+    tied = [np.bitwise_count(m.astype(np.uint32)) > 1 for step in masks for m in step]
+    assert all(t.any() for t in tied)  # both layers tie on every step
+    for name, (c, p, m) in runs.items():
+        np.testing.assert_allclose(c, costs, rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(p, params, rtol=1e-10, atol=1e-12, err_msg=name)
+        for got, want in zip(m, masks):
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w, err_msg=f"{name} tie masks")
+    # and the rule mattered: "first" trains to other parameters
+    _, first, _ = _train(*_tie_net("reference", "first"))
+    assert np.abs(first - params).max() > 1e-6
+
+
+def test_pool_ties_is_part_of_the_layer_description():
+    from fastmom import ConvPoolLayer
+    from fastmom.layers import layer_from_spec
+
+    layer = ConvPoolLayer((4, 1, 3, 3), (5, 1, 12, 12), pool_ties="all")
+    assert layer.spec()["pool_ties"] == "all"
+    assert layer_from_spec(layer.spec()).pool_ties == "all"
+    # the default is left out: a default layer describes itself as before the option,
+    # and a description from before it (no key) loads as "first"
+    old = ConvPoolLayer((4, 1, 3, 3), (5, 1, 12, 12)).spec()
+    assert "pool_ties" not in old
+    assert layer_from_spec(old).pool_ties == "first"
+    with pytest.raises(ValueError, match="pool_ties"):
+        ConvPoolLayer((4, 1, 3, 3), (5, 1, 12, 12), pool_ties="every")
