@@ -12,8 +12,8 @@ from .data import load_data_shared
 from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 from .network import Network
 from .optim import MomentumSGD
-from .train import (OPTIMIZERS, Checkpointer, DivergenceError, DivideOnPlateau, EarlyStopping, History,
-                    Network3Log, Trainer, TrainingInterrupted)
+from .train import (OPTIMIZERS, Checkpointer, CollapseError, CollapseWarning, DivergenceError,
+                    DivideOnPlateau, EarlyStopping, History, Network3Log, Trainer, TrainingInterrupted)
 from . import checkpoint as _checkpoint
 
 if _find_spec("fastmom._kernels._cpu") is None:  # cheap: the extension is not loaded here
@@ -31,6 +31,7 @@ __all__ = [
     "Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
     "sigmoid", "tanh", "ReLU", "linear", "load_data_shared",
     "MomentumSGD", "Trainer", "History", "DivideOnPlateau", "EarlyStopping", "Network3Log",
-    "Checkpointer", "DivergenceError", "TrainingInterrupted", "OPTIMIZERS",
+    "Checkpointer", "DivergenceError", "CollapseWarning", "CollapseError", "TrainingInterrupted",
+    "OPTIMIZERS",
     "DeviceError", "available_devices", "get_backend", "__version__",
 ]

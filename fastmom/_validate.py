@@ -13,7 +13,7 @@ import math
 import numbers
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float",
-           "unit_interval", "int_tuple", "choice", "arg_type"]
+           "unit_interval", "fraction_of_one", "int_tuple", "choice", "arg_type"]
 
 
 def _is_bool(value):
@@ -83,6 +83,16 @@ def unit_interval(name, value):
     v = _real(name, value, "a number in [0, 1)")
     if not 0 <= v < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
+
+
+def fraction_of_one(name, value):
+    """A fraction in (0, 1] (an accuracy target). A percentage such as 94 is refused with
+    the fraction it probably meant, rather than read silently."""
+    v = positive_float(name, value)
+    if v > 1:
+        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r} (for {v:g}% give "
+                         f"{name} {v / 100:g})")
     return v
 
 

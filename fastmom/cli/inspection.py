@@ -7,7 +7,7 @@ import numpy as np
 from .._io import write_json
 from .checks import check_dataset, check_output_file
 from .output import Console, plot_confusion
-from .prepare import check_outputs, set_threads
+from .prepare import build_net_layers, check_outputs, set_threads
 
 __all__ = ["run_evaluate", "run_summary", "confusion_matrix"]
 
@@ -76,10 +76,8 @@ def run_summary(args):
     if args.model is not None:
         net, title = Network.load(args.model, device="reference"), args.model
     else:
-        from ..models import build_layers
         # the NumPy backend: describing a network needs no compiled kernels or GPU
-        net = Network(build_layers(args.net, args.batch_size, args.dropout), args.batch_size,
-                      device="reference", dtype=args.dtype)
+        net = Network(build_net_layers(args), args.batch_size, device="reference", dtype=args.dtype)
         title = f"--net {args.net}"
     console.say(title)
     console.say(net.summary())

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._validate import (arg_type, non_negative_float, non_negative_int, positive_float, positive_int,
+from .._validate import (arg_type, fraction_of_one, non_negative_float, non_negative_int, positive_float, positive_int,
                          unit_interval)
 from .._version import __version__
 from ..models import ARCHITECTURES, DEPRECATED_NAMES
 
-__all__ = ["build_parser", "fraction_of_one"]
+__all__ = ["build_parser"]
 
 DESCRIPTION = "fastmom: train, compare, evaluate and describe network3 models from the command line."
 
@@ -29,16 +29,6 @@ _MOMENTUM = arg_type(unit_interval, "--momentum")
 
 def _eta(flag):
     return arg_type(positive_float, flag)
-
-
-def fraction_of_one(flag, value):
-    """A validation-accuracy target: a fraction in (0, 1]. A percentage such as 94 is
-    refused with the fraction it probably meant, rather than read silently."""
-    v = positive_float(flag, value)
-    if v > 1:
-        raise ValueError(f"{flag} must be a fraction in (0, 1], got {value!r} (for {v:g}% give "
-                         f"{flag} {v / 100:g})")
-    return v
 
 
 _TARGET = arg_type(fraction_of_one, "--target")
@@ -87,6 +77,9 @@ def _model_options(p):
                    help="p_dropout of the fully connected and softmax layers (default: the net's)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
                    help="parameter and arithmetic precision")
+    p.add_argument("--pool-ties", default="first", choices=("first", "all"),
+                   help="which positions of a max-pool window tied at the maximum get its "
+                        "gradient: first (PyTorch's and cuDNN's rule) or all (network3's, on Theano)")
 
 
 def _training_options(p, epochs):

@@ -41,12 +41,17 @@ def load_data(args, expand=False, network3_accuracy=True):
     return training, validation, test
 
 
+def build_net_layers(args):
+    """The layers of ``--net`` for ``--batch-size``, ``--dropout`` and ``--pool-ties``."""
+    from ..models import build_layers
+    return build_layers(args.net, args.batch_size, args.dropout, pool_ties=args.pool_ties)
+
+
 def network_factory(args):
     """A function returning a new network of ``--net`` with ``--seed``'s initial weights."""
-    from ..models import build_layers
     from ..network import Network
 
     def make_net():
-        return Network(build_layers(args.net, args.batch_size, args.dropout), args.batch_size,
-                       device=args.device, dtype=np.dtype(args.dtype), seed=args.seed)
+        return Network(build_net_layers(args), args.batch_size, device=args.device,
+                       dtype=np.dtype(args.dtype), seed=args.seed)
     return make_net

@@ -10,9 +10,10 @@ package, not the other way round).
 """
 from .callbacks import DivideOnPlateau, EarlyStopping, Network3Log
 from .checkpointer import Checkpointer
-from .guard import DivergenceError
+from .guard import CollapseError, CollapseGuard, CollapseWarning, DivergenceError
 from .history import History
 from .trainer import OPTIMIZERS, Trainer, TrainingInterrupted
 
 __all__ = ["Trainer", "History", "DivideOnPlateau", "DivergenceError", "TrainingInterrupted",
-           "OPTIMIZERS", "Checkpointer", "EarlyStopping", "Network3Log"]
+           "OPTIMIZERS", "Checkpointer", "EarlyStopping", "Network3Log",
+           "CollapseGuard", "CollapseWarning", "CollapseError"]

@@ -401,7 +401,7 @@ class Trainer:
         xs, ys = (be.empty(x.shape, x.dtype), be.empty(y.shape, y.dtype)) if self.shuffle else (x, y)
         printing = any(isinstance(cb, Network3Log) for cb in self._hooks())
         bar = self.progress if self.progress is not None else (not printing and sys.stderr.isatty())
-        return _Run(x, y, xs, ys, val, test, n, n // bs, ProgressBar() if bar else None)
+        return _Run(x, y, xs, ys, val, test, n, n // bs, ProgressBar(batch_size=bs) if bar else None)
 
     def _run_epoch(self, run, guard):
         epoch, position = self.epoch, self._position
@@ -446,6 +446,8 @@ class Trainer:
             rows = self._dp.begin_step(j, self.step)  # the mini-batch, or this rank's share of it
             cost = self._dp.reduce(net.train_step(run.xs[rows], run.ys[rows]), self._sigint)
             guard.step(cost, j)
+            if run.bar is not None:
+                run.bar.add_cost(cost)
             cost_sum = cost_sum + cost
             self.step += 1
             if j + 1 < run.batches and (self._sigint.requested or (ck is not None and ck.due(self.step))):

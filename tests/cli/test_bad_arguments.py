@@ -39,6 +39,7 @@ CASES = [
     ("train --dataset {tmp}/nonexistent/", "--dataset {tmp}/nonexistent/: the directory does not exist"),
     ("train --dataset minst", "--dataset minst: unknown data set"),
     ("train --resume", "--resume needs --checkpoint-dir"),
+    ("train --net fc --pool-ties all", "has no max-pooling"),
     ("evaluate {tmp}/missing.npz", "{tmp}/missing.npz: file not found"),
     ("bench-convergence --report {tmp}/missing.json", "--report {tmp}/missing.json: file not found"),
     ("bench-convergence --report {train_json}", "not a convergence suite result (no runs)"),

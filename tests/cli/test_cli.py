@@ -65,3 +65,14 @@ def test_bench_convergence_help_lists_each_problem_number_once(fastmom):
     epilog = fastmom("bench-convergence", "--help").stdout.split("problems:")[1]
     numbers = re.findall(r"(?:^|; )(\d): ", " ".join(epilog.split()))
     assert numbers == ["1", "2", "3", "4"]
+
+
+def test_pool_ties_all_reaches_the_conv_layers(fastmom, tmp_path):
+    """--pool-ties all (network3's Theano rule) is passed to every ConvPoolLayer."""
+    out = tmp_path / "h.json"
+    fastmom("train", "--epochs", "1", "--pool-ties", "all", "--json", str(out), "--save", str(tmp_path / "m.npz"))
+    assert json.loads(out.read_text())["config"]["pool_ties"] == "all"
+    from fastmom import ConvPoolLayer, Network
+    net = Network.load(tmp_path / "m.npz", device="reference")
+    ties = [layer.pool_ties for layer in net.layers if isinstance(layer, ConvPoolLayer)]
+    assert ties == ["all", "all"]
