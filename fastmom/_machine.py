@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from ._version import __version__
+from .backends import get_backend
 
 __all__ = ["cpu_model", "available_cores", "load_average", "threadpools", "versions",
            "environment", "source_commit", "machine_info"]
@@ -118,8 +120,6 @@ def _thread_count(backend):
 def machine_info(device=None):
     """Library version, backend, threads and a description of this machine (the
     ``meta`` of a convergence result file)."""
-    from ._version import __version__
-    from .backends import get_backend
 
     backend = get_backend(device)
     info = {

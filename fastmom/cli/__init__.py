@@ -16,6 +16,8 @@ import sys
 import warnings
 
 from .options import build_parser
+from ..backends import DeviceError
+from ..train import DivergenceError
 
 __all__ = ["main"]
 
@@ -25,8 +27,6 @@ USAGE = 2
 
 def _errors():
     """The exceptions that are the user's to fix, not a bug: reported in one line."""
-    from ..backends import DeviceError
-    from ..train import DivergenceError
     # DataError, CheckpointError and the CLI's UsageError are ValueErrors; OSError covers
     # a disk that fills up or a file that vanished between the check and the write
     return (DeviceError, DivergenceError, ValueError, OSError)

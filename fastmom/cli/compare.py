@@ -5,6 +5,8 @@ from __future__ import annotations
 from .._io import write_json
 from .output import Console, EpochLine, plot_curves
 from .prepare import check_outputs, load_data, network_factory, set_threads
+from ..convergence.metrics import epochs_to_target, seconds_to_target
+from ..train import Trainer
 
 __all__ = ["run_compare", "format_compare_table"]
 
@@ -20,8 +22,6 @@ def _runs(args):
 
 def run_compare(args):
     """``fastmom compare``; returns the exit status."""
-    from ..convergence.metrics import epochs_to_target, seconds_to_target
-    from ..train import Trainer
     check_outputs(args)
     console = Console(args.json, args.quiet)
     set_threads(args)

@@ -8,6 +8,8 @@ from .._io import write_json
 from .checks import check_dataset, check_output_file
 from .output import Console, plot_confusion
 from .prepare import build_net_layers, check_outputs, set_threads
+from ..data import load_dataset
+from ..network import Network
 
 __all__ = ["run_evaluate", "run_summary", "confusion_matrix"]
 
@@ -42,8 +44,6 @@ def _evaluation_lines(confusion, per_class):
 
 def run_evaluate(args):
     """``fastmom evaluate MODEL``; returns the exit status."""
-    from ..data import load_dataset
-    from ..network import Network
     check_outputs(args)
     check_dataset(args.dataset)
     console = Console(args.json, args.quiet)
@@ -70,7 +70,6 @@ def run_evaluate(args):
 def run_summary(args):
     """``fastmom summary [MODEL] [--net NAME]``: :meth:`Network.summary`; returns the
     exit status."""
-    from ..network import Network
     check_output_file("--json", args.json)
     console = Console(args.json)
     if args.model is not None:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import check_batch_size, check_dataset, check_plot, check_output_file, usable_threads
+from ..backends import get_backend
+from .. import data
+from ..models import build_layers
+from ..network import Network
 
 __all__ = ["check_outputs", "set_threads", "load_data", "network_factory"]
 
@@ -20,7 +24,6 @@ def set_threads(args):
     """Apply ``--threads`` (capped at the usable cores) to the cpu backend."""
     threads = usable_threads(args.threads)
     if threads is not None:
-        from ..backends import get_backend
         get_backend("cpu").set_num_threads(threads)
 
 
@@ -29,7 +32,6 @@ def load_data(args, expand=False, network3_accuracy=True):
     split is network3's expanded set (seeded by ``--seed``). Refuses a ``--batch-size``
     that a split cannot fill once: training needs a full mini-batch, and so does
     network3's accuracy (the mean over full mini-batches) where ``network3_accuracy``."""
-    from .. import data
     check_dataset(args.dataset)
     training, validation, test = data.load_dataset(args.dataset)
     if expand:
@@ -43,13 +45,11 @@ def load_data(args, expand=False, network3_accuracy=True):
 
 def build_net_layers(args):
     """The layers of ``--net`` for ``--batch-size``, ``--dropout`` and ``--pool-ties``."""
-    from ..models import build_layers
     return build_layers(args.net, args.batch_size, args.dropout, pool_ties=args.pool_ties)
 
 
 def network_factory(args):
     """A function returning a new network of ``--net`` with ``--seed``'s initial weights."""
-    from ..network import Network
 
     def make_net():
         return Network(build_net_layers(args), args.batch_size, device=args.device,

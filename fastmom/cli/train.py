@@ -21,6 +21,9 @@ from ..checkpoint import latest_checkpoint
 from .checks import UsageError, check_output_dir, check_output_file
 from .output import Console, EpochLine, plot_curves
 from .prepare import check_outputs, load_data, network_factory, set_threads
+from ..train import Checkpointer
+from ..train import Trainer
+from ..train import TrainingInterrupted
 
 __all__ = ["run_train", "StopOnSigint", "INTERRUPTED"]
 
@@ -83,7 +86,6 @@ def _checkpointer(args, console):
     """The Checkpointer of ``--checkpoint-dir`` (None without)."""
     if args.checkpoint_dir is None:
         return None
-    from ..train import Checkpointer
     ck = Checkpointer(args.checkpoint_dir)
     if args.resume and ck.last is None:
         console.note(f"fastmom: no checkpoint in {args.checkpoint_dir} yet: starting afresh")
@@ -91,7 +93,6 @@ def _checkpointer(args, console):
 
 
 def _make_trainer(args, net, console, stopper):
-    from ..train import Trainer
     checkpointer = _checkpointer(args, console)
     callbacks = [cb for cb in (stopper, None if args.quiet else EpochLine(console)) if cb is not None]
     trainer = Trainer(net, eta=args.eta, momentum=args.momentum, nesterov=args.nesterov, lmbda=args.lmbda,
@@ -149,7 +150,6 @@ def run_train(args):
         with stopper.installed() if stopper else contextlib.nullcontext():
             trainer.fit_to(data[0], args.epochs, data[1], data[2])  # --epochs: the total
     except KeyboardInterrupt as exc:
-        from ..train import TrainingInterrupted
         if not isinstance(exc, (TrainingInterrupted, _StoppedAtBatch)):
             raise  # the second Ctrl-C: nothing is consistent enough to save
         checkpoint = getattr(exc, "checkpoint", None)

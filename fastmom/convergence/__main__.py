@@ -19,6 +19,7 @@ from .plots import import_pyplot
 from .problems import PROBLEMS, QUICK, RESULT_PREFIX, OptimizerSpec, resolve_problems
 from .report import write_reports
 from .suite import run_suite
+from ..backends import DeviceError
 
 __all__ = ["build_parser", "main"]
 
@@ -163,7 +164,6 @@ def _check_before_training(args):
 
 
 def _run(args, problems, command):
-    from ..backends import DeviceError
 
     quick = QUICK if args.quick else {}
     pick = lambda value, key: value if value is not None else quick.get(key)  # noqa: E731

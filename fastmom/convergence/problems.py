@@ -3,6 +3,10 @@ data set, budget, target) and the subsetting of a problem's data for short runs.
 from __future__ import annotations
 
 import dataclasses
+from ..models import build_layers
+from ..network import Network
+from ..data import load_dataset
+from ..data import expand
 
 __all__ = ["DEFAULT_ETAS", "EXPAND_SEED", "RESULT_PREFIX", "OptimizerSpec", "Problem", "PROBLEMS",
            "PROBLEM_ALIASES", "QUICK", "parse_optimizers", "resolve_problems", "build_network",
@@ -196,8 +200,6 @@ def build_network(arch, batch_size, device=None, seed=None):
     -------
     fastmom.Network
     """
-    from ..models import build_layers
-    from ..network import Network
 
     return Network(build_layers(arch, batch_size), batch_size, device=device, seed=seed)
 
@@ -227,7 +229,6 @@ def load_problem_data(problem, max_batches=None, fraction=None, batch_size=10, m
     -------
     training, validation, test : tuple of (x, y)
     """
-    from ..data import load_dataset
 
     training, validation, test = load_dataset(problem.dataset)
     n = len(training[1])
@@ -257,7 +258,6 @@ _EXPANDED = {}
 def _expanded(dataset, training):
     """The expanded training set of the first ``len(training)`` images of ``dataset``,
     built on first use and then reused (never copied)."""
-    from ..data import expand
 
     key = (dataset, len(training[1]), EXPAND_SEED)
     if key not in _EXPANDED:

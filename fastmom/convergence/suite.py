@@ -16,6 +16,7 @@ from .metrics import SELECTION_CRITERIA, summarize_document
 from .problems import (EXPAND_SEED, PROBLEMS, RESULT_PREFIX, OptimizerSpec, parse_optimizers, build_network,
                        load_problem_data)
 from .report import write_reports, write_result_json
+from ..train import DivergenceError, DivideOnPlateau, Trainer
 
 __all__ = ["run_one", "run_suite"]
 
@@ -46,7 +47,6 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
         since the run started, evaluation included: on a shared machine, what
         the run cost whatever the load).
     """
-    from ..train import DivergenceError, DivideOnPlateau, Trainer
 
     if isinstance(optimizer, str):
         optimizer = OptimizerSpec.parse(optimizer)
