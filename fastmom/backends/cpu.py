@@ -196,18 +196,47 @@ def _dense_slices(n, n_in, n_out):
     return max(1, min(8, n // 32))
 
 
+#: Batches of at most this many rows take the small-batch dense kernels
+#: (kernels/cpu/dense_small.h: one pass over the weights, no packing), larger ones the
+#: BLAS. At 10 rows sgemm spends most of its time packing the weights. Set it to 0 to
+#: force the BLAS (bench); above 32 the BLAS's register blocking wins.
+DENSE_SMALL_ROWS = 32
+#: ... and, backward, at least this many outputs: dx's dot products run along the
+#: outputs and end in a lane reduction each; at 10 outputs (the softmax layer) that
+#: reduction dominates and the BLAS was 2x faster (docs/performance.md).
+DENSE_SMALL_BWD_MIN_OUT = 64
+
+
+def _dense_small_slices(n, n_split, n_other):
+    """Slices of the small-batch kernels: of the output columns (forward) or the weight
+    rows (backward), ``n_split`` of them, in units of 64; from the shapes alone, one below
+    ~4 MFLOP as for the GEMMs, else one per 128 columns or rows, at most 8."""
+    if n * n_split * n_other < 2_000_000:
+        return 1
+    return max(1, min(8, n_split // 128))
+
+
 def dense_forward(x, w, b, act, y, scale=1.0):
     """``y = act(scale * x @ w + b)``."""
     n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, scale, xp=np)
-    _k.dense_forward(x, w, b, _ACT[act], y, float(scale), _dense_slices(n, n_in, n_out), _threads())
+    if n <= DENSE_SMALL_ROWS:
+        _k.dense_forward(x, w, b, _ACT[act], y, float(scale),
+                         _dense_small_slices(n, n_out, n_in), _threads(), True)
+    else:
+        _k.dense_forward(x, w, b, _ACT[act], y, float(scale), _dense_slices(n, n_in, n_out),
+                         _threads())
 
 
 def dense_backward(x, w, y, dy, act, dw, db, dx):
     """Gradients of :func:`dense_forward` with ``scale=1``."""
     n, n_in, n_out = _checks.dense_backward(x, w, y, dy, act, dw, db, dx, xp=np)
     scratch = _workspace("dense_dz", (n * n_out,), x.dtype)
-    _k.dense_backward(x, w, y, dy, _ACT[act], dw, db, dx, scratch, _dense_slices(n, n_in, n_out),
-                      _threads())
+    if n <= DENSE_SMALL_ROWS and n_out >= DENSE_SMALL_BWD_MIN_OUT:
+        _k.dense_backward(x, w, y, dy, _ACT[act], dw, db, dx, scratch,
+                          _dense_small_slices(n, n_in, n_out), _threads(), True)
+    else:
+        _k.dense_backward(x, w, y, dy, _ACT[act], dw, db, dx, scratch,
+                          _dense_slices(n, n_in, n_out), _threads())
 
 
 def dropout_mask(rng, keep, out):

@@ -89,6 +89,17 @@ cdef extern from "isa.h" nogil:
                                  int act, int ties, float* z0, float* z1) noexcept nogil
         double (*unpool2x2_row_d)(const double* dy, const double* y, const int* best, int n,
                                   int act, int ties, double* z0, double* z1) noexcept nogil
+        void (*dense_small_forward_f)(const float* x, int m, int nin, const float* w, int nout,
+                                      float scale, int j0, int j1, float* y) noexcept nogil
+        void (*dense_small_forward_d)(const double* x, int m, int nin, const double* w,
+                                      int nout, double scale, int j0, int j1,
+                                      double* y) noexcept nogil
+        void (*dense_small_backward_f)(const float* x, int m, int nin, const float* w,
+                                       int nout, const float* dz, int k0, int k1, float* dw,
+                                       float* dx) noexcept nogil
+        void (*dense_small_backward_d)(const double* x, int m, int nin, const double* w,
+                                       int nout, const double* dz, int k0, int k1, double* dw,
+                                       double* dx) noexcept nogil
     const fastmom_isa_kernels* fastmom_isa_table(int level)
     int fastmom_isa_cpu_runs(int level)
 
@@ -618,36 +629,80 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
 
 # -- dense --------------------------------------------------------------------------
 
+# Column (forward) and weight-row (backward) slices of the small-batch kernels start at
+# multiples of this: whole vector strips at every level.
+cdef enum:
+    _SMALL_UNIT = 64
+
+
+cdef inline int _unit_bound(int n, int t, int nslices) noexcept nogil:
+    """Start of slice ``t`` of ``nslices`` over ``n`` items in whole units of _SMALL_UNIT."""
+    cdef int units = (n + _SMALL_UNIT - 1) // _SMALL_UNIT
+    return min(n, _SMALL_UNIT * ((units * t) // nslices))
+
+
+def dense_small_applies():
+    """Whether this level has the small-batch dense kernels (dense_small.h): every level
+    built with the GCC/Clang vector extension."""
+    return _isa.dense_small_forward_f != NULL
+
+
+cdef inline void _bias_act_block(real* y, real* b, int i0, int i1, int j0, int j1, int ld,
+                                 int act) noexcept nogil:
+    """The dense epilogue, ``y = act(y + b)`` on rows ``[i0, i1)`` x columns ``[j0, j1)``."""
+    cdef int i, jj
+    cdef real* yr
+    for i in range(i0, i1):
+        yr = y + <Py_ssize_t>i * ld
+        for jj in range(j0, j1):
+            yr[jj] = _act(yr[jj] + b[jj], act)
+
+
 def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, ::1] y,
-                  double scale, int nslices, int nthreads):
-    """``y = act(scale * x @ w + b)``: one GEMM per slice of rows (``nslices`` slices),
-    bias and activation in its epilogue."""
+                  double scale, int nslices, int nthreads, bint small=False):
+    """``y = act(scale * x @ w + b)``, bias and activation in each slice's epilogue.
+
+    BLAS: one GEMM per slice of rows (``nslices`` slices). ``small`` (a few rows, see
+    dense_small.h; ignored where the level lacks the kernels): ``nslices`` slices of
+    the columns, each a single pass over its weight columns without packing."""
+    cdef const fastmom_isa_kernels* kern = _isa
     cdef int n = x.shape[0], nin = x.shape[1], nout = w.shape[1]
     cdef real* xp = &x[0, 0]
     cdef real* wp = &w[0, 0]
     cdef real* bp = &b[0]
     cdef real* yp = &y[0, 0]
-    cdef int t, i, jj
+    cdef int t
     cdef Py_ssize_t lo, hi
-    cdef real* yr
+    if small and kern.dense_small_forward_f != NULL:
+        for t in prange(nslices, nogil=True, schedule="static",
+                        num_threads=min(nthreads, nslices)):
+            lo = _unit_bound(nout, t, nslices)
+            hi = _unit_bound(nout, t + 1, nslices)
+            if lo < hi:
+                if real is float:
+                    kern.dense_small_forward_f(xp, n, nin, wp, nout, <float>scale, <int>lo,
+                                               <int>hi, yp)
+                else:
+                    kern.dense_small_forward_d(xp, n, nin, wp, nout, scale, <int>lo, <int>hi, yp)
+                _bias_act_block(yp, bp, 0, n, <int>lo, <int>hi, nout, act)
+        return
     for t in prange(nslices, nogil=True, schedule="static", num_threads=min(nthreads, nslices)):
         lo = (<Py_ssize_t>n * t) // nslices
         hi = (<Py_ssize_t>n * (t + 1)) // nslices
         if lo < hi:
             _gemm(False, False, <int>(hi - lo), nout, nin, <real>scale, xp + lo * nin, nin,
                   wp, nout, <real>0, yp + lo * nout, nout)
-            for i in range(<int>lo, <int>hi):
-                yr = yp + <Py_ssize_t>i * nout
-                for jj in range(nout):
-                    yr[jj] = _act(yr[jj] + bp[jj], act)
+            _bias_act_block(yp, bp, <int>lo, <int>hi, 0, nout, nout, act)
 
 
 def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] y, real[:, ::1] dy, int act,
                    real[:, ::1] dw, real[::1] db, real[:, ::1] dx, real[::1] scratch,
-                   int nslices, int nthreads):
-    """``dz = dy*act'(y)`` into ``scratch``; ``db`` summed over rows in order; ``dw`` split by
-    its rows and ``dx`` by the batch rows into ``nslices`` slices each (no reduction
-    across slices)."""
+                   int nslices, int nthreads, bint small=False):
+    """``dz = dy*act'(y)`` into ``scratch``; ``db`` summed over rows in order. BLAS: ``dw``
+    split by its rows and ``dx`` by the batch rows into ``nslices`` slices each. ``small``
+    (see :func:`dense_forward`): ``nslices`` slices of the weight rows, each computing
+    those rows of ``dw`` and columns of ``dx``. No reduction across slices either way."""
+    cdef const fastmom_isa_kernels* kern = _isa
     cdef int n = x.shape[0], nin = x.shape[1], nout = w.shape[1]
     cdef bint want_dx = dx is not None
     cdef real* xp = &x[0, 0]
@@ -672,6 +727,19 @@ def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] y, real[:, ::1] 
         for i in range(n):
             for jj in range(nout):
                 dbp[jj] += dz[<Py_ssize_t>i * nout + jj]
+    if small and kern.dense_small_backward_f != NULL:
+        for t in prange(nslices, nogil=True, schedule="static",
+                        num_threads=min(nthreads, nslices)):
+            lo = _unit_bound(nin, t, nslices)
+            hi = _unit_bound(nin, t + 1, nslices)
+            if lo < hi:
+                if real is float:
+                    kern.dense_small_backward_f(xp, n, nin, wp, nout, dz, <int>lo, <int>hi,
+                                                dwp, dxp)
+                else:
+                    kern.dense_small_backward_d(xp, n, nin, wp, nout, dz, <int>lo, <int>hi,
+                                                dwp, dxp)
+        return
     for t in prange(nslices, nogil=True, schedule="static", num_threads=min(nthreads, nslices)):
         lo = (<Py_ssize_t>nin * t) // nslices
         hi = (<Py_ssize_t>nin * (t + 1)) // nslices

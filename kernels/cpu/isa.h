@@ -2,8 +2,8 @@
  *
  * A build must run on every x86-64 machine, and the direct convolution needs AVX2 + FMA
  * to be fast (on SSE2 alone its tiles spill, see conv_direct.h). So, as NumPy and
- * oneDNN do, the kernels of conv_direct.h and pool.h are compiled once per level into
- * the one extension and _cpu.pyx calls them through the table of the level that this
+ * oneDNN do, the kernels of conv_direct.h, pool.h and dense_small.h are compiled once per
+ * level into the one extension and _cpu.pyx calls them through the table of the level that this
  * CPU runs, chosen at import from cpuid.
  *
  * Why one object per level rather than per-function target attributes: the kernels are
@@ -30,7 +30,9 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
  * max-pool tie rule, 0 "first" (argmax holds a position), 1 "all" (a bitmask of the tied
  * positions: see fastmom.backends.reference). A level without the
  * direct convolution (the baseline) has NULL kernels there and applies functions that
- * say false: callers take the im2col + GEMM paths. */
+ * say false: callers take the im2col + GEMM paths. The small-batch dense kernels
+ * (dense_small.h) are NULL only where the compiler lacks the vector extension: callers
+ * then keep the BLAS. */
 #define FM_ISA_KERNELS(T, S)                                                                \
     void (*pack_filters_##S)(const T *w, int f, int K, T *wp);                              \
     void (*conv_pool_direct_##S)(const T *x, int c, int h, int wd, const T *wp, int f,      \
@@ -43,7 +45,11 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
         T *dxt, T *dwt, T *db, T *dx);                                                      \
     void (*pool2x2_row_##S)(const T *r0, const T *r1, int n, T *m, int *best, int ties);    \
     T (*unpool2x2_row_##S)(const T *dy, const T *y, const int *best, int n, int act,        \
-                           int ties, T *z0, T *z1);
+                           int ties, T *z0, T *z1);                                         \
+    void (*dense_small_forward_##S)(const T *x, int m, int nin, const T *w, int nout,       \
+                                    T scale, int j0, int j1, T *y);                         \
+    void (*dense_small_backward_##S)(const T *x, int m, int nin, const T *w, int nout,      \
+                                     const T *dz, int k0, int k1, T *dw, T *dx);
 
 typedef struct fastmom_isa_kernels {
     const char *name;

@@ -15,6 +15,7 @@
 #include "isa.h"
 #include "conv_direct.h"
 #include "pool.h"
+#include "dense_small.h"
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -37,12 +38,20 @@ static int fm_scatter_applies(int c, int ph, int pw, int lanes)
 #define FM_DIRECT(fn) 0 /* never called: the applies functions say false */
 #endif
 
+#if FASTMOM_DENSE_SMALL
+#define FM_DENSE_SMALL(fn) fn
+#else
+#define FM_DENSE_SMALL(fn) 0 /* _cpu.pyx keeps the BLAS */
+#endif
+
 #define FM_ENTRIES(S)                                                                      \
     .pack_filters_##S = FM_DIRECT(fastmom_pack_filters_##S),                               \
     .conv_pool_direct_##S = FM_DIRECT(fastmom_conv_pool_direct_##S),                       \
     .pack_filters_cl_##S = FM_DIRECT(fastmom_pack_filters_cl_##S),                         \
     .conv_pool_backward_scatter_##S = FM_DIRECT(fastmom_conv_pool_backward_scatter_##S),   \
-    .pool2x2_row_##S = fastmom_pool2x2_row_##S, .unpool2x2_row_##S = fastmom_unpool2x2_row_##S,
+    .pool2x2_row_##S = fastmom_pool2x2_row_##S, .unpool2x2_row_##S = fastmom_unpool2x2_row_##S,    \
+    .dense_small_forward_##S = FM_DENSE_SMALL(fastmom_dense_small_forward_##S),             \
+    .dense_small_backward_##S = FM_DENSE_SMALL(fastmom_dense_small_backward_##S),
 
 /* visibility: the table is for the extension's own object only */
 __attribute__((visibility("hidden"))) extern const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA);

@@ -48,7 +48,11 @@ CONV_SHAPES = [
     (1, 9, 10, 11, 10, 3, 3, (2, 2)),       # batch 1, 9 channels on the scattered backward
 ]
 DENSE_SHAPES = [(1, 7, 3), (3, 13, 5), (7, 13, 5), (5, 33, 37), (3, 10, 70), (10, 640, 100),
-                (33, 100, 10), (64, 640, 100)]
+                (33, 100, 10), (64, 640, 100),
+                # the cpu backend's small-batch kernels (M <= 32): every row-group size,
+                # odd widths (masked vector tails), network3's chapter-6 layers, and 33 (BLAS)
+                (1, 1000, 1000), (7, 13, 37), (10, 640, 1000), (10, 1000, 1000), (10, 1000, 10),
+                (32, 1000, 1000), (32, 13, 37), (33, 1000, 1000), (33, 13, 37), (25, 999, 1001)]
 SOFTMAX_SHAPES = [(1, 2), (1, 10), (3, 4), (10, 10), (13, 10), (37, 7), (300, 7), (1024, 10),
                   (3000, 7)]  # the last two: several blocks on a GPU
 MOMENTUM_CASES = [  # (momentum, nesterov, decay)

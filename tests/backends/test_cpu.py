@@ -288,3 +288,61 @@ def test_dropout_mask_is_the_reference_draw(dtype):
         np.testing.assert_array_equal(a, b)
         assert 0 < a.sum() < a.size
     assert r1.bit_generator.state == r2.bit_generator.state
+
+
+# -- the small-batch dense kernels (kernels/cpu/dense_small.h) ---------------------------
+
+SMALL_DENSE = [(1, 1000, 1000), (10, 1000, 1000), (10, 640, 1000), (10, 1000, 10), (32, 999, 1001),
+               (7, 13, 37)]
+
+
+def test_small_dense_path_dispatch():
+    """Batches up to DENSE_SMALL_ROWS rows take the small-batch kernels, at every level
+    of a GCC/Clang build; larger ones the BLAS."""
+    assert cpu.DENSE_SMALL_ROWS == 32
+    assert cpu._k.dense_small_applies()
+    assert cpu._dense_small_slices(10, 1000, 1000) == 7  # 64-column units, 16 of them
+    assert cpu._dense_small_slices(10, 13, 37) == 1      # below ~4 MFLOP: one slice
+
+
+def _small_dense(x, w, b, dy, act, nslices, nthreads, want_dx=True):
+    y = np.full((x.shape[0], w.shape[1]), np.nan, x.dtype)
+    cpu._k.dense_forward(x, w, b, cpu._ACT[act], y, 0.5, nslices, nthreads, True)
+    dw, db, dx = np.full_like(w, np.nan), np.full_like(b, np.nan), np.full_like(x, np.nan)
+    scratch = np.empty(dy.size, x.dtype)
+    cpu._k.dense_backward(x, w, y, dy, cpu._ACT[act], dw, db, dx if want_dx else None, scratch,
+                          nslices, nthreads, True)
+    return (y, dw, db, dx) if want_dx else (y, dw, db)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SMALL_DENSE, ids=lambda s: "x".join(map(str, s)))
+def test_small_dense_bits_do_not_depend_on_slices_or_threads(shape, dtype):
+    """Every output of the small-batch kernels is one sum in a fixed order whatever slice
+    or tile it falls in: any slicing and thread count gives the same bits (the backend
+    fixes the slicing by the shapes; this checks the stronger property), and the BLAS
+    path agrees to rounding."""
+    n, nin, nout = shape
+    rng = np.random.default_rng(n * nin + nout)
+    x, w, b, dy = (randn(rng, s, dtype) for s in ((n, nin), (nin, nout), (nout,), (n, nout)))
+    one = _small_dense(x, w, b, dy, "tanh", 1, 1)
+    for nslices, nthreads in ((3, 2), (8, 3), (16, 2)):
+        for a, c in zip(_small_dense(x, w, b, dy, "tanh", nslices, nthreads), one):
+            np.testing.assert_array_equal(a, c)
+    for a, c in zip(_small_dense(x, w, b, dy, "tanh", 8, 2, want_dx=False), one):
+        np.testing.assert_array_equal(a, c)
+    # the public wrapper (small path) against the BLAS path it replaces
+    y, dw, db, dx = (np.empty_like(a) for a in one)
+    cpu.dense_forward(x, w, b, "tanh", y, 0.5)
+    np.testing.assert_array_equal(y, one[0])
+    old = cpu.DENSE_SMALL_ROWS
+    try:
+        cpu.DENSE_SMALL_ROWS = 0
+        yb = np.empty_like(y)
+        cpu.dense_forward(x, w, b, "tanh", yb, 0.5)
+        cpu.dense_backward(x, w, y, dy, "tanh", dw, db, dx)
+    finally:
+        cpu.DENSE_SMALL_ROWS = old
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for got, want in zip((yb, dw, db, dx), one):
+        assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max())
