@@ -198,8 +198,9 @@ def _dense_slices(n, n_in, n_out):
 
 #: Batches of at most this many rows take the small-batch dense kernels
 #: (kernels/cpu/dense_small.h: one pass over the weights, no packing), larger ones the
-#: BLAS. At 10 rows sgemm spends most of its time packing the weights. Set it to 0 to
-#: force the BLAS (bench); above 32 the BLAS's register blocking wins.
+#: BLAS (issue 14: at 10 rows sgemm packs the whole weight matrix for 10 multiply-adds
+#: per weight). Set it to 0 to force the BLAS (bench). 32 is the issue's bound: at 32 the
+#: new path still measured 1.1-1.7x faster; above it nothing was measured.
 DENSE_SMALL_ROWS = 32
 #: ... and, backward, at least this many outputs: dx's dot products run along the
 #: outputs and end in a lane reduction each; at 10 outputs (the softmax layer) that

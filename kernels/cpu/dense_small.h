@@ -1,10 +1,9 @@
 /* Dense layers at small batches (M <= 32 rows), for dense_forward / dense_backward in
  * _cpu.pyx.
  *
- * At network3's batch of 10 the BLAS spends its time packing, not multiplying: sgemm
- * copies the whole 1000x1000 weight matrix into its panel layout on every call and
- * then does only 10 multiply-adds per weight it packed. Here every weight is read
- * once, where it lies:
+ * At network3's batch of 10, sgemm copies the whole 1000x1000 weight matrix into its
+ * panel layout on every call and then does only 10 multiply-adds per weight it packed
+ * (issue 14). Here every weight is read once, where it lies:
  *
  * - forward, y = x @ w: a tile of R batch rows x C vectors of output columns keeps its
  *   R*C sums in registers and walks down the weight rows (C vector loads and R
