@@ -3,7 +3,9 @@
 # CuPy 14 (CUDA 13), PyTorch, Cython and nvcc:
 #   bash bench/gpu_all.sh            # results under $OUT (default ./gpu-results)
 # Installs fastmom from this checkout, runs the gpu-marked tests and the GPU benchmark
-# table, and writes every log, table (.md/.json) and nvidia-smi output under $OUT.
+# table, prints the H100 model (bench/gpu_model.py, from the stored emulation counts)
+# with the measured step times beside it, and writes every log, table (.md/.json) and
+# nvidia-smi output under $OUT.
 # A failing step is logged and the later steps still run; the exit status is that of
 # the first failure.
 set -uo pipefail
@@ -42,8 +44,11 @@ cat "$OUT/environment.txt"
 step install "$PY" -m pip install --no-build-isolation --no-deps .
 # (at most 8 files come back from a lent machine's $OUT: keep the count at 8)
 step gpu-tests "$PY" -m pytest -m gpu -v -rs tests/backends/test_cuda_gpu.py bench/test_bench_gpu.py
-step cpu-cuda-tests "$PY" -m pytest -q -rs tests/backends/test_cuda_compile.py tests/backends/test_cuda_emulation.py tests/backends/test_cuda_nvrtc.py
+step cpu-cuda-tests "$PY" -m pytest -q -rs tests/backends/test_cuda_compile.py tests/backends/test_cuda_emulation.py tests/backends/test_cuda_memory.py tests/backends/test_cuda_nvrtc.py
 step bench "$PY" -m bench.gpu_table --out "$OUT"
+# the model adds no file (8 at most come back): it goes to summary.txt, the measured step times beside it
+echo "== model: $PY -m bench.gpu_model --measured $OUT/gpu_table.json" | tee -a "$OUT/summary.txt"
+"$PY" -m bench.gpu_model --measured "$OUT/gpu_table.json" 2>&1 | tee -a "$OUT/summary.txt"
 
 echo "== done, status $status; results in $OUT" | tee -a "$OUT/summary.txt"
 ls -l "$OUT"

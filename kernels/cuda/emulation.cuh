@@ -25,9 +25,26 @@
 // The first error stops the launch; its message (with block and thread indices) goes
 // back to Python, which raises it.
 //
-// Limits: warps are not modelled (no shuffles or warp-synchronous code: the kernels
-// use none), atomics are not provided (unused), races through global memory and
-// between blocks are not detected, and floating point is the host's (expf, tanhf).
+// Memory statistics (opt-in: compiled only with -DFM_EMU_MEMSTATS, which
+// cuda_emulation.build(memstats=True) adds, so the checking build stays as fast as it
+// was): every global and shared access is recorded with its call site (the return
+// address of a never-inlined recorder called from always-inlined accessors, i.e. an
+// address in the kernel's code). The accesses of the 32 threads of a warp (consecutive
+// linear thread indices, x fastest) in one barrier phase are grouped as the hardware
+// issues them: the k-th execution of a call site by each lane is one warp instruction.
+// Per site: global bytes requested against 32-byte sectors touched (addresses as a
+// device would see them: each argument's allocation 256-byte aligned, as cudaMalloc
+// and CuPy's pool give), and for shared memory the wavefronts of each warp access
+// (the most distinct 4-byte words any of the 32 banks must deliver; a broadcast of one
+// word is free), so replays = wavefronts - 1. Loads and stores are not told apart (a
+// global element is a T&), caches are not modelled (the launch's distinct sectors are
+// counted as its footprint instead), and lanes that diverge into different iterations
+// of a loop are grouped by iteration count, which is how the kernels here diverge.
+//
+// Limits: warps are not scheduled as such (no shuffles or warp-synchronous code: the
+// kernels use none; the statistics above only group accesses), atomics are not
+// provided (unused), races through global memory and between blocks are not detected,
+// and floating point is the host's (expf, tanhf).
 #pragma once
 
 #include <math.h>
@@ -35,6 +52,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
+#ifdef FM_EMU_MEMSTATS
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <array>
+#include <unordered_map>
+#include <unordered_set>
+#endif
 
 #include <cmath>
 #include <cstdio>
@@ -64,6 +89,16 @@ struct Abort {};  // unwinds a fiber once an error has been recorded
 
 void fail(const std::string& msg);
 
+#ifdef FM_EMU_MEMSTATS
+// accessors must inline into the kernel so that the recorder's return address names
+// the kernel's own access site
+#define FM_EMU_ACCESSOR __attribute__((always_inline)) inline
+enum MemKind : uint8_t { GLOBAL = 0, SHARED = 1 };
+__attribute__((noinline)) void record(MemKind kind, uint64_t addr, uint32_t size);
+#else
+#define FM_EMU_ACCESSOR inline
+#endif
+
 // -- global memory ------------------------------------------------------------------
 
 template <class T>
@@ -72,13 +107,14 @@ struct gptr {
     int64_t n = 0;    // elements in the host array
     int64_t off = 0;  // element offset of this pointer from base
     int arg = -1;     // kernel argument number, for messages
+    uint64_t dev = 0;  // the address a device would give base (memory statistics)
 
     gptr() = default;
-    gptr(T* b, int64_t count, int64_t o, int a) : base(b), n(count), off(o), arg(a) {}
+    gptr(T* b, int64_t count, int64_t o, int a, uint64_t d = 0) : base(b), n(count), off(o), arg(a), dev(d) {}
     template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
-    gptr(const gptr<U>& o) : base(o.base), n(o.n), off(o.off), arg(o.arg) {}
+    gptr(const gptr<U>& o) : base(o.base), n(o.n), off(o.off), arg(o.arg), dev(o.dev) {}
 
-    T& at(int64_t i, int64_t count = 1) const {
+    FM_EMU_ACCESSOR T& at(int64_t i, int64_t count = 1) const {
         int64_t k = off + i;
         if (base == nullptr || k < 0 || k + count > n) {
             char buf[200];
@@ -88,15 +124,18 @@ struct gptr {
                      (long long)k, arg, (long long)n);
             fail(buf);
         }
+#ifdef FM_EMU_MEMSTATS
+        record(GLOBAL, dev + uint64_t(k) * sizeof(T), uint32_t(count * sizeof(T)));
+#endif
         return base[k];
     }
     template <class I>
-    T& operator[](I i) const { return at(static_cast<int64_t>(i)); }
-    T& operator*() const { return at(0); }
+    FM_EMU_ACCESSOR T& operator[](I i) const { return at(static_cast<int64_t>(i)); }
+    FM_EMU_ACCESSOR T& operator*() const { return at(0); }
     template <class I>
-    gptr operator+(I k) const { return gptr(base, n, off + static_cast<int64_t>(k), arg); }
+    gptr operator+(I k) const { return gptr(base, n, off + static_cast<int64_t>(k), arg, dev); }
     template <class I>
-    gptr operator-(I k) const { return gptr(base, n, off - static_cast<int64_t>(k), arg); }
+    gptr operator-(I k) const { return gptr(base, n, off - static_cast<int64_t>(k), arg, dev); }
 };
 
 // -- shared memory and the per-block state ---------------------------------------------
@@ -109,6 +148,7 @@ constexpr uint32_t MANY = 0xffffffffu;
 struct Region {
     std::string name;
     size_t bytes;
+    uint64_t base = 0;  // byte address in the block's shared memory (banks)
     std::unique_ptr<uint64_t[]> store;  // 8-byte aligned storage
     std::vector<Shadow> shadow;         // one per 4-byte word
     Region(std::string nm, size_t b)
@@ -146,6 +186,111 @@ struct State {
 
 inline thread_local State* g = nullptr;
 constexpr size_t SHARED_LIMIT = 48 * 1024;
+
+#ifdef FM_EMU_MEMSTATS
+// -- memory statistics: warp accesses grouped and counted per call site ---------------
+
+struct SiteTotals {  // one call site over a launch (the layout of cuda_emulation._MemSite)
+    uint64_t pc;              // return address relative to the library's load address
+    uint64_t kind;            // MemKind
+    uint64_t warp_accesses;   // warp-level instructions (groups of lanes)
+    uint64_t lane_accesses;   // thread-level accesses
+    uint64_t bytes;           // bytes the lanes asked for (a broadcast counted per lane)
+    uint64_t distinct_bytes;  // distinct bytes asked for by each warp access, summed
+    uint64_t sectors;         // global: 32-byte sectors touched, summed over warp accesses
+    uint64_t wavefronts;      // shared: max distinct words in one bank, summed (replays + 1)
+};
+
+struct MemRec {
+    uint32_t site, occ;  // call site id; how many times this lane ran it before in this phase
+    uint64_t addr;
+    uint32_t size;
+    uint8_t lane, kind;
+};
+
+struct MemStats {
+    std::vector<SiteTotals> sites;
+    std::unordered_map<uintptr_t, uint32_t> site_ids;
+    std::vector<MemRec> pending;                   // the current warp's accesses in this phase
+    std::array<std::vector<uint32_t>, 32> occ;     // per lane, per site: executions in this phase
+    std::unordered_set<uint64_t> footprint;        // distinct global sectors of the launch
+    std::vector<uint64_t> scratch;
+};
+inline thread_local MemStats mem;
+
+inline uintptr_t lib_base() {
+    static const uintptr_t base = [] {
+        Dl_info info{};
+        dladdr(reinterpret_cast<void*>(&lib_base), &info);
+        return reinterpret_cast<uintptr_t>(info.dli_fbase);
+    }();
+    return base;
+}
+
+__attribute__((noinline)) void record(MemKind kind, uint64_t addr, uint32_t size) {
+    const uintptr_t pc = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+    auto [it, fresh] = mem.site_ids.try_emplace(pc, uint32_t(mem.sites.size()));
+    if (fresh) mem.sites.push_back(SiteTotals{uint64_t(pc - lib_base()), kind, 0, 0, 0, 0, 0, 0});
+    const uint32_t lane = g->cur % 32;
+    std::vector<uint32_t>& occ = mem.occ[lane];
+    if (occ.size() <= it->second) occ.resize(mem.sites.size(), 0);
+    mem.pending.push_back(MemRec{it->second, occ[it->second]++, addr, size, uint8_t(lane), uint8_t(kind)});
+}
+
+// the bytes covered by [addr, addr + size) ranges, overlaps counted once
+inline uint64_t distinct_bytes(std::vector<std::pair<uint64_t, uint64_t>>& r) {
+    std::sort(r.begin(), r.end());
+    uint64_t total = 0, end = 0;
+    for (auto [a, b] : r) {
+        if (a < end) a = end;
+        if (b > a) total += b - a;
+        if (b > end) end = b;
+    }
+    return total;
+}
+
+// Count the warp accesses of the warp just run: lanes that ran a site for the k-th time
+// in this phase issued one instruction together, as on the hardware (threads of a warp
+// that skip a branch simply do not take part).
+inline void flush_warp() {
+    auto& v = mem.pending;
+    if (v.empty()) return;
+    std::sort(v.begin(), v.end(), [](const MemRec& a, const MemRec& b) {
+        return a.site != b.site ? a.site < b.site : a.occ < b.occ;
+    });
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (size_t i = 0, j; i < v.size(); i = j) {
+        for (j = i + 1; j < v.size() && v[j].site == v[i].site && v[j].occ == v[i].occ;) ++j;
+        SiteTotals& t = mem.sites[v[i].site];
+        ranges.clear();
+        auto& ids = mem.scratch;
+        ids.clear();
+        for (size_t k = i; k < j; ++k) {
+            t.bytes += v[k].size;
+            ranges.emplace_back(v[k].addr, v[k].addr + v[k].size);
+            // global: the 32-byte sectors; shared: the 4-byte words
+            const unsigned shift = v[k].kind == GLOBAL ? 5 : 2;
+            for (uint64_t u = v[k].addr >> shift; u <= (v[k].addr + v[k].size - 1) >> shift; ++u) ids.push_back(u);
+        }
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        if (v[i].kind == GLOBAL) {
+            t.sectors += ids.size();
+            mem.footprint.insert(ids.begin(), ids.end());
+        } else {
+            std::array<uint32_t, 32> per_bank{};
+            uint32_t most = 0;
+            for (uint64_t w : ids) most = std::max(most, ++per_bank[w % 32]);
+            t.wavefronts += most;
+        }
+        t.warp_accesses += 1;
+        t.lane_accesses += j - i;
+        t.distinct_bytes += distinct_bytes(ranges);
+    }
+    v.clear();
+    for (auto& o : mem.occ) std::fill(o.begin(), o.end(), 0);
+}
+#endif
 
 inline std::string where() {
     char buf[160];
@@ -212,21 +357,27 @@ template <class T>
 struct sref {
     Region* r;
     int64_t off;
-    operator T() const {
+    FM_EMU_ACCESSOR operator T() const {
         r->on_read(off, sizeof(T));
+#ifdef FM_EMU_MEMSTATS
+        record(SHARED, r->base + off, sizeof(T));
+#endif
         T v;
         memcpy(&v, r->data() + off, sizeof(T));
         return v;
     }
-    sref& operator=(T v) {
+    FM_EMU_ACCESSOR sref& operator=(T v) {
         r->on_write(off, sizeof(T));
+#ifdef FM_EMU_MEMSTATS
+        record(SHARED, r->base + off, sizeof(T));
+#endif
         memcpy(r->data() + off, &v, sizeof(T));
         return *this;
     }
-    sref& operator=(const sref& o) { return *this = static_cast<T>(o); }
-    sref& operator+=(T v) { return *this = static_cast<T>(*this) + v; }
-    sref& operator-=(T v) { return *this = static_cast<T>(*this) - v; }
-    sref& operator*=(T v) { return *this = static_cast<T>(*this) * v; }
+    FM_EMU_ACCESSOR sref& operator=(const sref& o) { return *this = static_cast<T>(o); }
+    FM_EMU_ACCESSOR sref& operator+=(T v) { return *this = static_cast<T>(*this) + v; }
+    FM_EMU_ACCESSOR sref& operator-=(T v) { return *this = static_cast<T>(*this) - v; }
+    FM_EMU_ACCESSOR sref& operator*=(T v) { return *this = static_cast<T>(*this) * v; }
 };
 
 template <class T>
@@ -234,7 +385,7 @@ struct sptr {
     Region* r = nullptr;
     int64_t off = 0;  // bytes
     template <class I>
-    sref<T> operator[](I i) const { return sref<T>{r, off + static_cast<int64_t>(i) * (int64_t)sizeof(T)}; }
+    FM_EMU_ACCESSOR sref<T> operator[](I i) const { return sref<T>{r, off + static_cast<int64_t>(i) * (int64_t)sizeof(T)}; }
     template <class I>
     sptr operator+(I k) const { return sptr{r, off + static_cast<int64_t>(k) * (int64_t)sizeof(T)}; }
 };
@@ -246,7 +397,9 @@ inline Region* region(const void* tag, const char* name, size_t bytes) {
     if (g->shared_bytes > SHARED_LIMIT)
         fail("shared memory over the 48 KiB per-block limit: " + std::to_string(g->shared_bytes) + " bytes");
     g->regions.emplace_back(tag, std::make_unique<Region>(name, bytes));
-    return g->regions.back().second.get();
+    Region* r = g->regions.back().second.get();
+    r->base = (g->shared_bytes - bytes + 15) / 16 * 16;  // laid out in order of first use, 16-byte aligned
+    return r;
 }
 
 template <class T>
@@ -314,11 +467,17 @@ inline bool run_block(State& s) {
     }
     for (;;) {
         for (unsigned t = 0; t < nt; ++t) {
+#ifdef FM_EMU_MEMSTATS
+            if (t % 32 == 0) flush_warp();  // the previous warp's phase is complete
+#endif
             if (s.fibers[t].state != READY) continue;
             s.cur = t;
             swapcontext(&s.sched, &s.fibers[t].ctx);
             if (s.failed) return false;
         }
+#ifdef FM_EMU_MEMSTATS
+        flush_warp();
+#endif
         if (!s.uninit.empty()) {
             s.failed = true;
             s.error = s.uninit;
@@ -355,6 +514,7 @@ struct LaunchCfg {
 struct PtrArg {  // what Python passes for an array argument
     void* ptr;
     int64_t nbytes;
+    uint64_t dev;  // the address a device would give ptr: its allocation 256-byte aligned
 };
 
 template <class P>
@@ -371,7 +531,7 @@ template <class U>
 struct ArgTraits<gptr<U>> {
     static gptr<U> unpack(void* a, int argno) {
         const PtrArg* p = static_cast<const PtrArg*>(a);
-        return gptr<U>(static_cast<U*>(p->ptr), p->nbytes / (int64_t)sizeof(U), 0, argno);
+        return gptr<U>(static_cast<U*>(p->ptr), p->nbytes / (int64_t)sizeof(U), 0, argno, p->dev);
     }
     static std::string code() { return "p" + std::to_string(sizeof(U)); }
 };
@@ -448,6 +608,20 @@ int launch(const LaunchCfg* cfg, void** args, void (*kernel)(P...), char* err, s
 #define FM_SPTR(T) ::fm_emu::sptr<T>
 
 // exported by the generated unity source, one pair per kernel instantiation
+#ifdef FM_EMU_MEMSTATS
+// the statistics of the launches since the last reset, read by cuda_emulation.Emulator
+extern "C" int fm_emu_mem_nsites() { return int(::fm_emu::mem.sites.size()); }
+extern "C" void fm_emu_mem_site(int i, ::fm_emu::SiteTotals* out) { *out = ::fm_emu::mem.sites[i]; }
+extern "C" uint64_t fm_emu_mem_footprint_sectors() { return ::fm_emu::mem.footprint.size(); }
+extern "C" void fm_emu_mem_reset() {
+    ::fm_emu::mem.sites.clear();
+    ::fm_emu::mem.site_ids.clear();
+    ::fm_emu::mem.pending.clear();
+    ::fm_emu::mem.footprint.clear();
+    for (auto& o : ::fm_emu::mem.occ) o.clear();
+}
+#endif
+
 #define FM_EMU_EXPORT(SYM, ...)                                                                \
     extern "C" int fm_emu_launch__##SYM(const ::fm_emu::LaunchCfg* c, void** a, char* e, size_t n) { \
         return ::fm_emu::launch(c, a, &__VA_ARGS__, e, n);                                     \
