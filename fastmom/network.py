@@ -274,11 +274,17 @@ class Network:
         """
         x = self.prepare_inputs(x)
         y = self.prepare_labels(y, x.shape[0])
-        bs = self.mini_batch_size
-        n = (x.shape[0] // bs) * bs if drop_last else x.shape[0]
-        if n == 0:
-            raise ValueError(f"need at least mini_batch_size={bs} images to measure accuracy")
+        n = self.evaluated_rows(x.shape[0], drop_last)
         return self.count_correct(x[:n], y[:n]) / n
+
+    def evaluated_rows(self, n, drop_last):
+        """How many of ``n`` images an accuracy counts: all of them, or with ``drop_last``
+        (network3's measure) the whole mini-batches. ValueError when that is none."""
+        bs = self.mini_batch_size
+        rows = (n // bs) * bs if drop_last else n
+        if rows == 0:
+            raise ValueError(f"need at least mini_batch_size={bs} images to measure accuracy")
+        return rows
 
     def count_correct(self, x, y):
         """How many of the prepared images ``x`` (labels ``y``, see :meth:`prepare_data`)

@@ -73,8 +73,10 @@ class Local:
         return cost
 
     def evaluate(self, net, x, y, drop_last):
-        """Accuracy on ``(x, y)`` (see :meth:`Network.evaluate`)."""
-        return net.evaluate(x, y, drop_last=drop_last)
+        """Accuracy on the prepared ``(x, y)`` (as :meth:`Network.evaluate`, without
+        validating the data again: the trainer prepared it once)."""
+        n = net.evaluated_rows(x.shape[0], drop_last)
+        return net.count_correct(x[:n], y[:n]) / n
 
     def agree(self, stop_training, sigint):
         """Whether to stop after this epoch."""
@@ -168,11 +170,7 @@ class DataParallel(Local):
     def evaluate(self, net, x, y, drop_last):
         """One process's accuracy: this rank counts whole evaluation mini-batches
         ``[r*M/N, (r+1)*M/N)`` of the ``M`` (the last partial one on the last rank)."""
-        bs, n = net.mini_batch_size, x.shape[0]
-        if drop_last:
-            n = (n // bs) * bs
-        if n == 0:
-            raise ValueError(f"need at least mini_batch_size={bs} images to measure accuracy")
+        bs, n = net.mini_batch_size, net.evaluated_rows(x.shape[0], drop_last)
         batches, r, size = -(-n // bs), self.world.rank, self.world_size
         lo, hi = (r * batches // size) * bs, min(((r + 1) * batches // size) * bs, n)
         count = np.array([net.count_correct(x[lo:hi], y[lo:hi]) if hi > lo else 0], np.int64)
