@@ -24,6 +24,8 @@ Modules:
 - :mod:`.problems`: the optimizers, the problems (registry) and their data subsets;
 - :mod:`.suite`: :func:`run_one` (one training run) and :func:`run_suite` (a grid,
   resumable, combinable from several sessions' files);
+- :mod:`.resumable`: each run's per-epoch checkpoints, so that ``--resume`` continues
+  an interrupted run instead of training it again;
 - :mod:`.metrics`: the pure functions the report is built from
   (:func:`epochs_to_target`, :func:`select_eta`, :func:`summarize_setting`,
   :func:`compare_to_sgd`...), on plain run records, so that a report can be

@@ -93,7 +93,9 @@ def build_parser(prog="fastmom bench-convergence"):
                    help="eta selection on validation accuracy: final (default), best, target")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib)")
     p.add_argument("--resume", action="store_true",
-                   help="reuse the finished runs in the output directory's JSON")
+                   help="reuse the finished runs in the output directory's JSON and continue an "
+                        "interrupted run from its last checkpoint (every run checkpoints each "
+                        "epoch under OUT/checkpoints/ until it is finished)")
     p.add_argument("--resume-from", metavar="JSON", action="append", default=[],
                    help="also reuse the runs of this JSON (a grid split over processes or "
                         "machines); repeatable")

@@ -16,7 +16,8 @@ from .metrics import SELECTION_CRITERIA, summarize_document
 from .problems import (EXPAND_SEED, PROBLEMS, RESULT_PREFIX, OptimizerSpec, parse_optimizers, build_network,
                        load_problem_data)
 from .report import write_reports, write_result_json
-from ..train import DivergenceError, DivideOnPlateau, Trainer
+from .resumable import RunCheckpoints, RunClock, configuration_tag
+from ..train import Checkpointer, DivergenceError, DivideOnPlateau, Trainer
 
 __all__ = ["run_one", "run_suite"]
 
@@ -26,11 +27,21 @@ def _fingerprint(net):
     return hashlib.sha256(flat.tobytes()).hexdigest()[:16]
 
 
-def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None):
+def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None, checkpoints=None,
+            resume=False, log=lambda *a: None):
     """Train one (optimizer, eta, seed) and return its run record.
 
     A run whose cost becomes NaN/inf is recorded as diverged, with the epochs it
     completed.
+
+    Parameters
+    ----------
+    checkpoints : path-like, optional
+        Checkpoint the run every epoch in a directory under this one (see
+        :mod:`.resumable`), deleted when the run ends.
+    resume : bool
+        With ``checkpoints``: continue from the run's newest checkpoint, if any,
+        bit-identically to an uninterrupted run.
 
     Returns
     -------
@@ -45,36 +56,52 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
         (cumulative training seconds), ``wall`` (seconds since the run
         started, evaluation included) and ``cpu`` (the process's CPU seconds
         since the run started, evaluation included: on a shared machine, what
-        the run cost whatever the load).
+        the run cost whatever the load). A run continued from a checkpoint also
+        has ``resumed_at_epochs``; its times add up the sessions that trained it.
     """
 
     if isinstance(optimizer, str):
         optimizer = OptimizerSpec.parse(optimizer)
     training, validation, test = data
-    t_start, c_start = time.perf_counter(), time.process_time()
+    clock = RunClock()
     net = build_network(problem.arch, batch_size, device=device, seed=seed)
     fingerprint = _fingerprint(net)
-    walls = []
-
-    def stamp(trainer, record):
-        walls.append((time.perf_counter() - t_start, time.process_time() - c_start))
-
     schedule = DivideOnPlateau() if optimizer.schedule == "plateau" else None
     trainer = Trainer(net, optimizer.kind, eta=eta, momentum=optimizer.momentum or 0.9,
                       lmbda=problem.lmbda, shuffle=True, seed=seed, schedule=schedule,
-                      callbacks=[stamp], progress=False, log=lambda *a: None)
+                      callbacks=[clock], progress=False, log=lambda *a: None)
     # the data order is drawn from this generator: equal states, equal orders
     data_order = hashlib.sha256(json.dumps(trainer.data_rng.bit_generator.state, sort_keys=True,
                                            default=str).encode()).hexdigest()[:16]
+    store, resumed_at = None, []
+    if checkpoints is not None:
+        store = RunCheckpoints(checkpoints, (batch_size, optimizer.label, float(eta), int(seed)),
+                               {"init_fingerprint": fingerprint, "data_order_fingerprint": data_order})
+        last = store.start(resume)
+        trainer.checkpointer = Checkpointer(store.directory, every=1, unit="epoch", keep_last=1)
+        if last is not None:
+            trainer.load_checkpoint(last)
+            resumed_at.append(trainer.epoch)
+            log(f"resuming the run at epoch {trainer.epoch} from {last}")
     divergence = None
     # a diverging run overflows before the cost turns NaN; the Trainer reports that
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
-            trainer.fit(training, epochs, validation, test)
+            trainer.fit_to(training, epochs, validation, test)
         except DivergenceError as exc:
             divergence = str(exc)
+    run = _run_record(problem, optimizer, eta, seed, batch_size, epochs, net, trainer, clock, divergence)
+    run.update(init_fingerprint=fingerprint, data_order_fingerprint=data_order)
+    if resumed_at:
+        run["resumed_at_epochs"] = resumed_at
+    if store is not None:
+        store.finish()
+    return run
+
+
+def _run_record(problem, optimizer, eta, seed, batch_size, epochs, net, trainer, clock, divergence):
     history = []
-    for rec, (wall, cpu) in zip(trainer.history, walls):
+    for rec, (wall, cpu) in zip(trainer.history, clock.stamps):
         history.append({k: rec[k] for k in ("epoch", "cost", "validation_accuracy", "test_accuracy",
                                             "eta", "seconds", "elapsed")} | {"wall": wall, "cpu": cpu})
     return {
@@ -89,12 +116,12 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
         "seed": int(seed),
         "epochs_budget": int(epochs),
         "device": net.device,
-        "init_fingerprint": fingerprint,
-        "data_order_fingerprint": data_order,
+        "init_fingerprint": None,
+        "data_order_fingerprint": None,
         "diverged": divergence is not None,
         "divergence": divergence,
         "stopped_early": divergence is None and len(history) < epochs,
-        "wall_seconds": time.perf_counter() - t_start,
+        "wall_seconds": clock.now()[0],
         "history": history,
     }
 
@@ -243,8 +270,12 @@ class _Session:
     """One call of :func:`run_suite`: its document, the runs it may reuse, and the
     JSON file it rewrites after every run."""
 
-    def __init__(self, doc, grid, done, json_path):
+    def __init__(self, doc, grid, done, json_path, resume=False):
         self.doc, self.grid, self.done, self.json_path = doc, grid, done, json_path
+        # unfinished runs checkpoint beside the JSON, and --resume continues them
+        self.checkpoints = (None if json_path is None else
+                            json_path.parent / "checkpoints" / configuration_tag(doc["config"]))
+        self.resume = resume
         self.wanted = grid.keys
         self.t_start = time.perf_counter()
         self.prior_seconds = 0.0  # the reused runs' time, so the total covers every session
@@ -295,7 +326,8 @@ def _train_grid(session, problem, subset, device, train_missing, log):
                     elif not train_missing:
                         continue
                     else:
-                        run = run_one(problem, data, spec, eta, seed, bs, grid.epochs, device)
+                        run = run_one(problem, data, spec, eta, seed, bs, grid.epochs, device,
+                                      checkpoints=session.checkpoints, resume=session.resume, log=log)
                         if expand:
                             run["expand"] = True
                         doc["meta"]["runs_trained"] += 1
@@ -351,7 +383,9 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
         Output directory; nothing is written without it.
     plots : bool
     resume : bool
-        Reuse the runs already in ``out``'s JSON that match this configuration.
+        Reuse the runs already in ``out``'s JSON that match this configuration, and
+        continue an unfinished run from its last checkpoint (every run with ``out``
+        checkpoints each epoch under ``out/checkpoints/``, see :mod:`.resumable`).
     resume_from : sequence of paths
         More JSON files whose runs are reused (a grid split over processes or
         machines, each with its own ``out``); each must be of the same problem and
@@ -381,7 +415,7 @@ def run_suite(problem, *, optimizers=None, etas=None, seeds=None, epochs=None, b
     done = _finished_runs(_resume_sources(json_path, resume, resume_from), problem, config, meta, log)
     meta["runs_trained"] = 0  # by this session; 0 = it only combined earlier sessions' runs
     doc = {"meta": meta, "config": config, "runs": [], "summary": {}, "complete": False}
-    session = _Session(doc, grid, done, json_path)
+    session = _Session(doc, grid, done, json_path, resume=resume)
     # runs of the same configuration outside this grid (a narrower resume of a wider
     # grid) stay in the file, apart from the report's runs: resuming never loses data
     other = [r for k, r in done.items() if k not in session.wanted]

@@ -507,3 +507,77 @@ def test_expand_setting_is_recorded_and_kept_apart_from_the_plain_one(tmp_path, 
     (out / "convergence-conv-sample.md").unlink()
     assert cv.main(["--report", str(out / "convergence-conv-sample.json"), "--no-plots"]) == 0
     assert (out / "convergence-conv-sample.md").read_text() == md
+
+
+# -- runs that outlive a session: per-epoch checkpoints ---------------------------------
+
+
+def _history_without_times(doc):
+    return [[{k: v for k, v in rec.items() if k not in ("seconds", "elapsed", "wall", "cpu")}
+             for rec in run["history"]] for run in doc["runs"]]
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    """Ctrl-C inside a run keeps its checkpoint; --resume continues it where it stopped
+    and ends bit-identically to an uninterrupted run; the checkpoints go once it is done."""
+    import os
+    import signal
+
+    from fastmom.convergence.resumable import RunClock
+
+    args = ["--quick", "--device", "reference", "--no-plots", "--optimizers", "momentum-0.9",
+            "--etas", "0.01", "--epochs", "3", "--max-batches", "3"]
+    assert cv.main(args + ["--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "convergence-conv-sample.json").read_text())
+    assert not (tmp_path / "whole" / "checkpoints").exists()
+
+    out = tmp_path / "split"
+
+    def sigint_in_the_second_epoch(self, trainer, iteration):
+        if iteration == 4:  # the second mini-batch of epoch 1
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunClock, "on_batch_begin", sigint_in_the_second_epoch, raising=False)
+        with pytest.raises(KeyboardInterrupt):
+            cv.main(args + ["--out", str(out)])
+    saved = list((out / "checkpoints").rglob("ckpt-*.npz"))
+    assert len(saved) == 1 and (saved[0].parent / "run.json").exists()
+
+    assert cv.main(args + ["--out", str(out), "--resume"]) == 0
+    split = json.loads((out / "convergence-conv-sample.json").read_text())
+    assert split["runs"][0]["resumed_at_epochs"] == [1]
+    assert "resumed_at_epochs" not in whole["runs"][0]
+    assert _history_without_times(split) == _history_without_times(whole)
+    assert [r["init_fingerprint"] for r in split["runs"]] == [r["init_fingerprint"] for r in whole["runs"]]
+    walls = [rec["wall"] for rec in split["runs"][0]["history"]]
+    assert walls == sorted(walls) and split["runs"][0]["wall_seconds"] >= walls[-1]
+    assert not (out / "checkpoints").exists()  # nothing left behind
+
+
+def test_resume_refuses_another_runs_checkpoint_and_a_fresh_suite_discards_it(tmp_path, capsys):
+    import os
+    import signal
+
+    from fastmom.convergence.resumable import RunClock
+
+    args = ["--quick", "--device", "reference", "--no-plots", "--optimizers", "sgd",
+            "--etas", "0.1", "--epochs", "2", "--max-batches", "2", "--out", str(tmp_path)]
+
+    def sigint(self, trainer, iteration):
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RunClock, "on_batch_begin", sigint, raising=False)
+        with pytest.raises(KeyboardInterrupt):
+            cv.main(args)
+    (marker,) = (tmp_path / "checkpoints").rglob("run.json")
+    marker.write_text(json.dumps({"init_fingerprint": "0" * 16, "data_order_fingerprint": "1" * 16}))
+    assert cv.main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(marker.parent) in err and "other initial weights or data order" in err
+    # without --resume the stale checkpoint is discarded and the run trained afresh
+    assert cv.main(args) == 0
+    doc = json.loads((tmp_path / "convergence-conv-sample.json").read_text())
+    assert len(doc["runs"][0]["history"]) == 2 and "resumed_at_epochs" not in doc["runs"][0]
