@@ -1,11 +1,13 @@
 """``fastmom train``: train, save, checkpoint and resume; Ctrl-C keeps the work done.
 
-Ctrl-C: with ``--checkpoint-dir`` the :class:`~fastmom.Trainer` defers it to the end of
-the mini-batch, writes a checkpoint and raises
-:class:`~fastmom.train.TrainingInterrupted`; without one, :class:`StopOnSigint` does the
-same deferral for the command line. Either way the command then writes ``--json`` and
-``--save``, prints one line naming what it wrote and exits 130. A second Ctrl-C stops
-at once and writes nothing.
+Ctrl-C: with ``--checkpoint-dir``, or under ``mpirun`` on more than one rank, the
+:class:`~fastmom.Trainer` defers it to the end of the mini-batch (on N ranks the ranks
+agree on it, so every rank stops after the same step; ``mpirun`` turns a terminal's
+Ctrl-C into SIGTERM for the ranks, which counts as Ctrl-C), writes a checkpoint if it
+has a directory and raises :class:`~fastmom.train.TrainingInterrupted`; on one process
+without a directory, :class:`StopOnSigint` does the same deferral for the command line.
+Either way the command then writes ``--json`` and ``--save`` (rank 0), prints one line
+naming what it wrote and exits 130. A second Ctrl-C stops at once and writes nothing.
 """
 from __future__ import annotations
 
@@ -106,9 +108,13 @@ def _make_trainer(args, net, console, stopper):
 
 
 def _write_outputs(args, trainer, resumed_from, checkpoint=None, interrupted=False):
-    """Write ``--json``, ``--save`` and ``--plot``; return the files written."""
-    if not distributed.is_main():
-        return []  # under mpirun rank 0 writes for every rank
+    """Write ``--json``, ``--save`` and ``--plot`` on rank 0 and return the files written,
+    on every rank: the others wait for it (a rank that exited first would make ``mpirun``
+    end the job, rank 0's writes included), and an error writing is raised on all."""
+    return distributed.run_on_main(_write_on_main, args, trainer, resumed_from, checkpoint, interrupted)
+
+
+def _write_on_main(args, trainer, resumed_from, checkpoint, interrupted):
     written = [] if checkpoint is None else [f"checkpoint {checkpoint}"]
     hist = trainer.history
     if args.json:
@@ -143,8 +149,9 @@ def run_train(args):
     data = load_data(args, expand=args.expand)
     net = network_factory(args)()
     console.say(_header(args, net, data))
-    # the Trainer defers Ctrl-C itself when it has a checkpoint to write
-    stopper = StopOnSigint() if args.checkpoint_dir is None else None
+    # the Trainer defers Ctrl-C itself when it has a checkpoint to write, and on N ranks
+    # (where stopping is decided collectively: a local stop would leave the others waiting)
+    stopper = StopOnSigint() if args.checkpoint_dir is None and distributed.world_size() == 1 else None
     trainer, resumed_from = _make_trainer(args, net, console, stopper)
     try:
         with stopper.installed() if stopper else contextlib.nullcontext():

@@ -161,10 +161,12 @@ class Trainer:
     path (``fastmom train --resume`` and any script that reruns itself after a
     crash call it with the same total every time).
 
-    Ctrl-C: while :meth:`fit` runs in the main thread with checkpointing on, SIGINT
-    is deferred to the end of the current mini-batch (or the current checkpoint
-    write); the trainer then writes a checkpoint and raises
-    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) carrying its path. A
+    Ctrl-C: while :meth:`fit` runs in the main thread with checkpointing on, or on
+    more than one rank (:mod:`fastmom.distributed`, where the launcher's SIGTERM counts
+    as Ctrl-C), SIGINT is deferred to the end of the current mini-batch (or the current
+    checkpoint write); the ranks agree on it, the trainer then writes a checkpoint (if
+    it has a checkpointer) and raises :class:`TrainingInterrupted` (a
+    ``KeyboardInterrupt``) carrying its path, on every rank after the same step. A
     second Ctrl-C while that is pending interrupts at once.
     """
 
@@ -366,7 +368,9 @@ class Trainer:
         :meth:`fit`.
         """
         total_epochs = _validate.non_negative_int("total_epochs", total_epochs)
-        with deferred_sigint(self.checkpointer is not None) as self._sigint:
+        # on N ranks Ctrl-C is always deferred and agreed on (DataParallel.reduce/agree), even
+        # with nothing to checkpoint: a rank that stopped alone would leave the others waiting
+        with deferred_sigint(self.checkpointer is not None or self._dp.world_size > 1) as self._sigint:
             return self._fit(training_data, total_epochs, validation_data, test_data)
 
     def _fit(self, training_data, epochs, validation_data, test_data):

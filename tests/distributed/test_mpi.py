@@ -123,18 +123,27 @@ def test_killed_rank_ends_the_job_within_the_timeout(tmp_path):
     assert 1 not in reps
 
 
+def start_until_ready(n, out, scenario, cfg):
+    """Start ``worker.py`` on ``n`` ranks and return the running mpirun once rank 0 has
+    finished an epoch (``OUT/ready``); every rank has written ``OUT/pid<r>`` by then."""
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(mpirun_command(n, out, scenario, cfg), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the ranks did not finish an epoch: {proc.communicate()[0]}")
+        time.sleep(0.05)
+    return proc
+
+
 def test_ctrl_c_under_mpirun_checkpoints_once_and_stops_every_rank(tmp_path):
     """Ctrl-C reaches mpirun, which sends the ranks SIGTERM (then SIGKILL a second later):
     every rank stops at the same mini-batch, rank 0 writes the checkpoint."""
     out = tmp_path / "run"
-    out.mkdir()
-    proc = subprocess.Popen(mpirun_command(2, out, "sigint", dict(BASE, epochs=10_000)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_until_ready(2, out, "sigint", dict(BASE, epochs=10_000))
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "ready").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
-            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         text = proc.communicate(timeout=60)[0]
     finally:
@@ -146,6 +155,26 @@ def test_ctrl_c_under_mpirun_checkpoints_once_and_stops_every_rank(tmp_path):
     checkpoints = sorted(os.listdir(out / "ckpt"))
     assert any(name.endswith(f"s{reps[0]['step']:09d}.npz") for name in checkpoints), checkpoints
     np.testing.assert_array_equal(reps[0]["params"], reps[1]["params"])
+
+
+def test_ctrl_c_on_one_rank_without_checkpoints_stops_every_rank_together(tmp_path):
+    """SIGINT to rank 1 alone, no checkpointer: the flag is all-reduced with the cost, so
+    all 3 ranks raise the same TrainingInterrupted after the same step."""
+    out = tmp_path / "run"
+    proc = start_until_ready(3, out, "sigint-no-checkpoints", dict(BASE, epochs=10_000))
+    try:
+        os.kill(int((out / "pid1").read_text()), signal.SIGINT)
+        text = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, text
+    reps = reports(out, 3)
+    assert sorted(reps) == [0, 1, 2], text
+    assert {tuple(r["error"]) for r in reps.values()} == {
+        ("TrainingInterrupted", "training interrupted (checkpointing is off: nothing saved)")}
+    assert len({r["step"] for r in reps.values()}) == 1 and reps[0]["epoch"] >= 1
+    for r in (1, 2):
+        np.testing.assert_array_equal(reps[r]["params"], reps[0]["params"])
 
 
 @pytest.mark.parametrize("n_resume", [1, 3])
