@@ -100,6 +100,12 @@ cdef extern from "isa.h" nogil:
         void (*dense_small_backward_d)(const double* x, int m, int nin, const double* w,
                                        int nout, const double* dz, int k0, int k1, double* dw,
                                        double* dx) noexcept nogil
+        void (*momentum_range_f)(float* p, const float* g, float* v, Py_ssize_t lo,
+                                 Py_ssize_t hi, Py_ssize_t n_decay, float eta, float mu,
+                                 float decay, int mode) noexcept nogil
+        void (*momentum_range_d)(double* p, const double* g, double* v, Py_ssize_t lo,
+                                 Py_ssize_t hi, Py_ssize_t n_decay, double eta, double mu,
+                                 double decay, int mode) noexcept nogil
     const fastmom_isa_kernels* fastmom_isa_table(int level)
     int fastmom_isa_cpu_runs(int level)
 
@@ -832,57 +838,41 @@ def softmax_nll_backward(real[:, ::1] probs, label_t[::1] labels, real[:, ::1] d
 
 # -- optimizer ----------------------------------------------------------------------
 
-cdef inline void _momentum_range(real* p, real* g, real* v, Py_ssize_t lo, Py_ssize_t hi,
-                                 real eta, real mu, real decay, int mode) noexcept nogil:
-    """One update of ``p[lo:hi]`` (mode 0 SGD, 1 classical, 2 Nesterov); ``decay`` is 0
-    outside the weights segment. Separate loops per mode keep each one branch-free so
-    the compiler vectorises it."""
-    cdef Py_ssize_t i
-    cdef real ge, vi
-    if mode == 0:
-        for i in range(lo, hi):
-            p[i] = p[i] - eta * (g[i] + decay * p[i])
-    elif mode == 1:
-        for i in range(lo, hi):
-            vi = mu * v[i] - eta * (g[i] + decay * p[i])
-            v[i] = vi
-            p[i] = p[i] + vi
-    else:
-        for i in range(lo, hi):
-            ge = g[i] + decay * p[i]
-            vi = mu * v[i] - eta * ge
-            v[i] = vi
-            p[i] = p[i] + (mu * vi - eta * ge)
-
-
 cdef enum:
-    # elements per momentum-step slice: a multiple of 16 (aligned vectors in every slice)
-    MOMENTUM_SLICE = 16384
+    # elements per momentum-step slice: a multiple of 16 (aligned vectors in every slice),
+    # small enough that two threads' contiguous runs of slices come out even (the step
+    # takes as long as its slowest thread: 16,384 split network3's 85,670 parameters
+    # 57/43, 2,048 splits them 50/50), large enough that a slice's call is noise
+    MOMENTUM_SLICE = 2048
     # sum_squares' slices: fixed, so the sum's rounding never depends on the threads
     SUM_SLICES = 16
 
 
 def momentum_step(real[::1] p, real[::1] g, real[::1] v, double eta, double momentum,
                   bint nesterov, double decay, Py_ssize_t n_decay, int nthreads):
-    """One fused in-place momentum-SGD pass (see ``reference.momentum_step``); ``v`` is not
-    touched, and may be None, when ``momentum == 0``. The caller picks ``nthreads``
-    (1 for buffers too small to repay waking a thread)."""
-    cdef Py_ssize_t n = p.shape[0], lo, hi, mid, blk
+    """One fused in-place momentum-SGD pass (see ``reference.momentum_step``; the loop:
+    momentum.h, at the current level); ``v`` is not touched, and may be None, when
+    ``momentum == 0``. The caller picks ``nthreads`` (1 for buffers too small to repay
+    waking a thread)."""
+    cdef const fastmom_isa_kernels* kern = _isa
+    cdef Py_ssize_t n = p.shape[0], lo, hi, blk
     cdef Py_ssize_t nslices = (n + MOMENTUM_SLICE - 1) // MOMENTUM_SLICE
     cdef real* pp = &p[0]
     cdef real* gp = &g[0]
     cdef real* vp = NULL
+    # momentum.h's FM_MOMENTUM_SGD / _CLASSICAL / _NESTEROV
     cdef int mode = 0 if momentum == 0 else (2 if nesterov else 1)
-    cdef real e = <real>eta, mu = <real>momentum, d = <real>decay
     if mode:
         vp = &v[0]
     # static schedule: each thread gets one contiguous run of slices
     for blk in prange(nslices, nogil=True, schedule="static", num_threads=nthreads):
         lo = blk * MOMENTUM_SLICE
         hi = min(lo + MOMENTUM_SLICE, n)
-        mid = min(max(n_decay, lo), hi)
-        _momentum_range(pp, gp, vp, lo, mid, e, mu, d, mode)
-        _momentum_range(pp, gp, vp, mid, hi, e, mu, <real>0, mode)
+        if real is float:
+            kern.momentum_range_f(pp, gp, vp, lo, hi, n_decay, <float>eta, <float>momentum,
+                                  <float>decay, mode)
+        else:
+            kern.momentum_range_d(pp, gp, vp, lo, hi, n_decay, eta, momentum, decay, mode)
 
 
 def sum_squares(real[::1] a, int nthreads):

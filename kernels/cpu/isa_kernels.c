@@ -16,6 +16,7 @@
 #include "conv_direct.h"
 #include "pool.h"
 #include "dense_small.h"
+#include "momentum.h"
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -51,7 +52,8 @@ static int fm_scatter_applies(int c, int ph, int pw, int lanes)
     .conv_pool_backward_scatter_##S = FM_DIRECT(fastmom_conv_pool_backward_scatter_##S),   \
     .pool2x2_row_##S = fastmom_pool2x2_row_##S, .unpool2x2_row_##S = fastmom_unpool2x2_row_##S,    \
     .dense_small_forward_##S = FM_DENSE_SMALL(fastmom_dense_small_forward_##S),             \
-    .dense_small_backward_##S = FM_DENSE_SMALL(fastmom_dense_small_backward_##S),
+    .dense_small_backward_##S = FM_DENSE_SMALL(fastmom_dense_small_backward_##S),          \
+    .momentum_range_##S = fastmom_momentum_range_##S,
 
 /* visibility: the table is for the extension's own object only */
 __attribute__((visibility("hidden"))) extern const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA);
