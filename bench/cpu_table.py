@@ -2,7 +2,15 @@
 
 Usage, from the repository root (``python bench/cpu_table.py ...`` works too)::
 
-    python -m bench.cpu_table [--quick] [--threads N] [--json out.json] [--markdown out.md]
+    python -m bench.cpu_table [--quick] [--threads N] [--isa LEVEL] [--json out.json]
+                              [--markdown out.md]
+
+The header names the instruction-set level the kernels dispatched to (``--isa`` forces a
+lower one, as ``FASTMOM_ISA`` does) and the measured sgemm ceiling of this machine on one
+core and on all the threads (NumPy's BLAS, float32), the yardstick for the GFLOP/s
+columns. Besides network3's two-conv net, the table has network3's best chapter-6 net
+(two conv-pool layers, FC 640-1000 and 1000-1000 with dropout 0.5, softmax with dropout)
+at batch 10 and 64.
 
 Everything is measured in one process and one run, in interleaved rounds, and reported
 as medians with ratios ``cpu / other`` expressed as a speed-up (> 1: cpu is faster).
@@ -26,6 +34,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 if __package__:  # python -m bench.cpu_table, or imported (the tests)
     from . import common as C
@@ -65,6 +75,12 @@ def _torch_alone_main(threads, rounds, min_time):
             train[key], infer[key] = C.torch_step(batch, cl, threads)
         res[str(batch)] = {"train": C.measure(train, min_time=min_time * 3, rounds=rounds),
                            "infer": C.measure(infer, min_time=min_time * 3, rounds=rounds)}
+    for batch in CHAPTER6_BATCHES:
+        train, infer = {}, {}
+        for key, cl in (("torch", False), ("torch_cl", True)):
+            train[key], infer[key] = torch_chapter6(batch, cl, threads)
+        res[f"chapter6 {batch}"] = {"train": C.measure(train, min_time=min_time * 3, rounds=rounds),
+                                    "infer": C.measure(infer, min_time=min_time * 3, rounds=rounds)}
     for label, src, _ in _momentum_sizes():
         res[label] = C.measure({"torch_fused": C.torch_momentum_problem(src, fused=True)},
                                min_time=min_time, rounds=rounds)["torch_fused"]
@@ -78,6 +94,95 @@ def _momentum_sizes():
     n3 = sum(math.prod(s) for s in shapes)
     return [(f"{n3:,} (network3 list)", shapes, n3)] + [(lbl, n, n) for lbl, n in
                                                        (("1e5", 10**5), ("1e6", 10**6), ("1e7", 10**7))]
+
+
+#: the chapter-6 net's batches: network3's 10, and 64
+CHAPTER6_BATCHES = (10, 64)
+#: network3's best chapter-6 net after its two conv-pool layers (fastmom.models'
+#: ``conv-dropout``): the fully connected layers, each dropping its input with p = 0.5
+CHAPTER6_DENSE = ((640, 1000), (1000, 1000), (1000, 10))
+
+
+def chapter6_flops_per_image():
+    """``(forward, forward+backward)`` FLOPs per image of the chapter-6 net, counted as
+    :func:`bench.common.net_flops_per_image` counts network3's (the first layer has no
+    input gradient)."""
+    fwd = bwd = 0
+    for i, (kind, s) in enumerate(C.ARCH[:2] + [("dense", dict(n_in=a, n_out=b))
+                                                for a, b in CHAPTER6_DENSE]):
+        f = (C.conv_flops(s["c"], s["h"], s["w"], s["f"], s["k"])[0] if kind == "conv"
+             else 2 * s["n_in"] * s["n_out"])
+        fwd += f
+        bwd += f * (2 if i > 0 else 1)
+    return fwd, fwd + bwd
+
+
+def fastmom_chapter6(batch, seed=0):
+    """``(train_step, inference)`` closures of the chapter-6 net on the cpu backend."""
+    from fastmom import MomentumSGD, Network
+    from fastmom.models import build_layers
+    net = Network(build_layers("conv-dropout", batch), batch, device="cpu", seed=seed)
+    opt = MomentumSGD(net, eta=0.01, momentum=0.9)
+    rng = np.random.default_rng(seed)
+    x = net.prepare_inputs(rng.random((batch, 784), dtype=np.float32))
+    y = net.prepare_labels(rng.integers(0, 10, batch), batch)
+    return (lambda: (net.train_step(x, y), opt.step())), (lambda: net._forward(x, False))
+
+
+def torch_chapter6(batch, channels_last, threads, seed=0):
+    """The chapter-6 net in ``torch.nn`` (dropout before each linear layer, as network3's
+    layers drop their input), trained with ``torch.optim.SGD``; inference in eval mode."""
+    import torch
+    from torch import nn
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    dense = []
+    for i, (a, b) in enumerate(CHAPTER6_DENSE):
+        dense += [nn.Dropout(0.5), nn.Linear(a, b)] + ([nn.ReLU()] if i < 2 else [])
+    model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
+                          nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), *dense)
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train():
+        model.train()
+        opt.zero_grad(set_to_none=False)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    def infer():
+        model.eval()
+        with torch.no_grad():
+            torch.softmax(model(x), dim=1)
+
+    return train, infer
+
+
+def sgemm_ceiling(threads, quick):
+    """``{threads: GFLOP/s}`` of NumPy's float32 matrix product (n^3, n = 4096, 2048 with
+    ``quick``; median of 3) on one thread and on ``threads``: the most a float32 kernel
+    can expect of these cores."""
+    import time
+    from threadpoolctl import threadpool_limits
+    n = 2048 if quick else 4096
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    out = {}
+    for nt in sorted({1, threads}):
+        with threadpool_limits(limits=nt, user_api="blas"):
+            a @ a  # warm-up: threads started, pages touched
+            ts = []
+            for _ in range(3):
+                t = time.perf_counter()
+                a @ a
+                ts.append(time.perf_counter() - t)
+        out[nt] = 2 * n ** 3 / float(np.median(ts)) / 1e9
+    return out
 
 
 def fmt_time(s):
@@ -100,6 +205,9 @@ def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and no batch-256 reference")
     ap.add_argument("--threads", type=int, default=None, help="threads for cpu and torch")
+    ap.add_argument("--isa", choices=("baseline", "avx2", "avx512"), default=None,
+                    help="run the kernels at this instruction-set level (default: the "
+                         "highest this CPU runs; FASTMOM_ISA does the same)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--torch-alone", action="store_true", help=argparse.SUPPRESS)
@@ -119,10 +227,11 @@ class _Table:
         self.rounds = 3 if args.quick else 7
         self.min_time = 0.01 if args.quick else 0.03
         self.out = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                    "isa": cpu.isa(), "sgemm_ceiling_gflops": sgemm_ceiling(threads, args.quick),
                     "command": " ".join(_COMMAND
                                         + (argv if argv is not None else sys.argv[1:])),
                     "machine": C.machine_description(threads), "kernels": [], "steps": [],
-                    "momentum": []}
+                    "chapter6": [], "momentum": []}
         self.lines = []
         self.p = self.lines.append
 
@@ -134,6 +243,12 @@ def _header(t):
       f"1-min load average at start {m['load_average_1min']}")
     p("- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     p("- thread pools: " + "; ".join(m["threadpools"]))
+    p(f"- kernels: instruction-set level **{t.out['isa']}** (this CPU runs "
+      f"{', '.join(t.cpu.supported_isas())})")
+    ceiling = t.out["sgemm_ceiling_gflops"]
+    p(f"- sgemm ceiling (NumPy's float32 matmul, n^3 with n = {2048 if t.quick else 4096}, "
+      "median of 3): " + ", ".join(f"**{g:.0f} GFLOP/s** on {nt} thread{'s' if nt > 1 else ''}"
+                                   for nt, g in ceiling.items()))
     if m["env"]:
         p(f"- environment: {m['env']}")
     p(f"- command: `{t.out['command']}`")
@@ -222,18 +337,51 @@ def _steps(t):
                                    "cpu_gflops": batch * fl / r["cpu"] / 1e9})
 
 
+def _chapter6(t):
+    """network3's best chapter-6 net: training step and inference, images/s."""
+    p = t.p
+    fwd_flops, step_flops = chapter6_flops_per_image()
+    top = max(t.out["sgemm_ceiling_gflops"].values())
+    p("\n## network3's best chapter-6 net (conv-pool 20, conv-pool 40, FC 640-1000 and "
+      "1000-1000 ReLU with dropout 0.5, softmax with dropout)\n")
+    p(f"FLOPs per image: {fwd_flops / 1e6:.2f} M forward, {step_flops / 1e6:.2f} M "
+      f"forward+backward; '% sgemm': cpu GFLOP/s over the {top:.0f} GFLOP/s ceiling.\n")
+    p("| batch | pass | cpu | torch NCHW | torch CL | cpu img/s | torch best img/s | "
+      "cpu GFLOP/s | % sgemm | vs torch best |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
+    for batch in CHAPTER6_BATCHES:
+        steps = {"train": {}, "infer": {}}
+        steps["train"]["cpu"], steps["infer"]["cpu"] = fastmom_chapter6(batch)
+        if t.have_torch:
+            for key, cl in (("torch", False), ("torch_cl", True)):
+                steps["train"][key], steps["infer"][key] = torch_chapter6(batch, cl, t.threads)
+        for kind, fns in steps.items():
+            r = C.measure(fns, min_time=t.min_time * 3, rounds=t.rounds)
+            gflops = batch * (step_flops if kind == "train" else fwd_flops) / r["cpu"] / 1e9
+            tb = min([r[k] for k in ("torch", "torch_cl") if k in r], default=None)
+            cells = [fmt_time(r[k]) if k in r else "-" for k in ("cpu", "torch", "torch_cl")]
+            p(f"| {batch} | {kind} | " + " | ".join(cells) + f" | {batch / r['cpu']:.0f} | "
+              f"{f'{batch / tb:.0f}' if tb else '-'} | {gflops:.1f} | {100 * gflops / top:.0f}% | "
+              f"{best_ratio(r)} |")
+            t.out["chapter6"].append({"batch": batch, "pass": kind, "seconds": r,
+                                      "images_per_second": {k: batch / v for k, v in r.items()},
+                                      "cpu_gflops": gflops})
+
+
 def _against_torch_alone(t, alone):
     p = t.p
     t.out["torch_alone"] = alone
     p("\n### The same, against PyTorch alone (fresh process, libgomp's default spinning)\n")
-    p("| batch | pass | cpu | torch NCHW alone | torch CL alone | vs torch NCHW | vs torch CL | "
-      "vs torch best |")
-    p("|---|---|---|---|---|---|---|---|")
-    for st in t.out["steps"]:
-        a = alone[str(st["batch"])][st["pass"]]
+    p("| net | batch | pass | cpu | torch NCHW alone | torch CL alone | vs torch NCHW | "
+      "vs torch CL | vs torch best |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    rows = [("two-conv", str(st["batch"]), st) for st in t.out["steps"]]
+    rows += [("chapter-6", f"chapter6 {st['batch']}", st) for st in t.out["chapter6"]]
+    for net, key, st in rows:
+        a = alone[key][st["pass"]]
         c = st["seconds"]["cpu"]
         best = min(a.values())
-        p(f"| {st['batch']} | {st['pass']} | {fmt_time(c)} | {fmt_time(a['torch'])} | "
+        p(f"| {net} | {st['batch']} | {st['pass']} | {fmt_time(c)} | {fmt_time(a['torch'])} | "
           f"{fmt_time(a['torch_cl'])} | {a['torch'] / c:.2f}x | {a['torch_cl'] / c:.2f}x | "
           f"{best / c:.2f}x |")
 
@@ -276,10 +424,16 @@ def main(argv=None):
         sys.exit(f"cpu backend not available: {cpu.is_available()}")
     threads = args.threads or cpu.get_num_threads()
     cpu.set_num_threads(threads)
+    if args.isa:
+        try:
+            cpu.set_isa(args.isa)
+        except ValueError as e:
+            sys.exit(f"--isa {args.isa}: {e}")
     t = _Table(args, argv, threads)
     _header(t)
     _kernels(t)
     _steps(t)
+    _chapter6(t)
     alone = torch_alone(threads, t.rounds, t.min_time) if t.have_torch else None
     if t.have_torch:
         _against_torch_alone(t, alone)

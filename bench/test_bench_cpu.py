@@ -83,3 +83,18 @@ def test_train_step(benchmark, batch, impl):
     else:
         fn = C.torch_step(batch, impl == "torch_cl", cpu.get_num_threads())[0]
     benchmark(fn)
+
+
+@pytest.mark.parametrize("impl", ["cpu", "torch", "torch_cl"])
+@pytest.mark.parametrize("batch", [10, 64])
+def test_chapter6_train_step(benchmark, batch, impl):
+    """network3's best chapter-6 net (conv-dropout), one training step."""
+    # here, not at the top: importing cpu_table sets libgomp's spin count for the process
+    from bench import cpu_table as T
+    _torch_or_skip(impl)
+    benchmark.group = f"chapter-6 net training step batch {batch}"
+    if impl == "cpu":
+        fn = T.fastmom_chapter6(batch)[0]
+    else:
+        fn = T.torch_chapter6(batch, impl == "torch_cl", cpu.get_num_threads())[0]
+    benchmark(fn)
