@@ -11,12 +11,16 @@ Run ``python -m bench.gpu_model [--batches 10 64 256] [--n-sm 132] [--counts FIL
    Per kernel: global bytes asked for against 32-byte sectors touched (coalescing),
    shared-memory wavefronts against warp accesses (bank conflicts), the distinct
    global sectors (the launch's footprint), FMAs and launches. The counts are stored in
-   ``bench/gpu_model_counts.json`` (emulated batches 10, 32, 48, 64: about 9 s per image
-   on one core; ``--emulate`` refreshes them). Batches 256 and 1024 are extrapolated
-   linearly from the two largest (every count is an affine function of the batch once
-   the grid shapes stop changing with it, past batch 27: extrapolated from 32 and 48,
-   the emulated 64's sectors per kernel come out within 2.3% and its shared wavefronts
-   exactly; warp-access counts of grid-stride kernels step with whole passes).
+   ``bench/gpu_model_counts.json`` (emulated batches 10, 32, 48, 64: about 1 s per image
+   on one core, ``--emulate 10 32 48 64`` refreshes them). Batches 256 and 1024 are
+   extrapolated linearly from the two largest (every count is an affine function of the
+   batch where the grid shapes are, or grow linearly with it: conv2's weight-gradient
+   split is 7 slices from batch 7 on, conv1's is one slice per image up to 264 images;
+   extrapolated from 32 and 48, the emulated 64 comes out within the 3% that
+   ``tests/backends/test_cuda_memory.py`` checks; warp-access counts of grid-stride
+   kernels step with whole passes). At 1024, conv1's split stops at 264 slices, so the
+   extrapolation overstates its weight-gradient epilogue and finalize (a few per cent
+   of that kernel's counts).
 2. ``model(...)`` turns the counts into a time per kernel and per step (a MODEL, not a
    measurement); printed as Markdown. ``bench/gpu_all.sh`` prints it beside the
    measured table on a GPU machine.
@@ -160,7 +164,7 @@ def step_counts(n, n_sm=132):
 #: shared loads at most 2-way conflicted
 COALESCED_TARGET, WAYS_TARGET = 0.80, 2.0
 MAIN_SHARE = 0.10   # a site with this share of a kernel's sectors (shared accesses) is a main (hot) one
-FMA_KERNELS = ("fm_conv_pool_fwd", "fm_conv_dgrad", "fm_conv_wgrad_partial")
+FMA_KERNELS = ("fm_conv_pool_fwd", "fm_conv_dgrad", "fm_conv_wgrad")
 INSTR_PER_MEMORY_OP = 8  # assumption for loops the lint has no FMA loop for: index math per access
 
 
@@ -216,14 +220,32 @@ def memory_rows(counts):
     return rows
 
 
+def _dgrad_candidates(h, w, k, pool, ph_count, pw_count):
+    """Entries fm_conv_dgrad visits for one filter over an h x w input plane (pool_ties
+    "first"): per pixel, the windows whose rows and columns can reach it."""
+    def reach(size, n_pools):
+        return [max(0, min(n_pools - 1, i // pool) - max(0, (i - k + 1) // pool) + 1) for i in range(size)]
+    return sum(reach(h, ph_count)) * sum(reach(w, pw_count))
+
+
 def fmas(kernel, n, primitive):
-    """FMAs executed by a conv compute kernel of network3's net at batch ``n``."""
+    """FMA slots a conv compute kernel issues for network3's net at batch ``n`` (lanes
+    that a bounds test or padding idles count: they take issue slots too)."""
+    from fastmom.backends import cuda
+
     name = primitive.split()[0]
     _, c, h, w, f, k, pool = next(s for s in CONV_NET if s[0] == name)
     oh, ow = h - k + 1, w - k + 1
+    ph, pw = oh // pool, ow // pool
     if kernel == "fm_conv_pool_fwd":  # whole filter groups of 8, over the pooled region
-        return n * (-(-f // 8) * 8) * c * k * k * (oh // pool * pool) * (ow // pool * pool)
-    return n * f * c * k * k * oh * ow  # dgrad and wgrad: one FMA per (dz element, tap, channel)
+        return n * (-(-f // 8) * 8) * c * k * k * (ph * pool) * (pw * pool)
+    if kernel == "fm_conv_wgrad":  # one entry per pooled output, for whole filter groups
+        plan = cuda.Kernels(np, None, None, H100["sms"]).wgrad_plan(n, c, h, w, f, k, k, ph, pw, 1, 4, 5)
+        slots = -(-f // (plan["groups"] * cuda.WG_FILTERS)) * plan["groups"] * cuda.WG_FILTERS
+        return n * slots * c * k * k * ph * pw
+    # fm_conv_dgrad: DG_CHANNELS FMAs per visited entry, channels padded to groups of 8
+    cpad = -(-c // cuda.DG_CHANNELS) * cuda.DG_CHANNELS
+    return n * cpad * f * _dgrad_candidates(h, w, k, pool, ph, pw)
 
 
 def model(counts, n, sass=None, hw=H100):
@@ -287,7 +309,7 @@ def kernel_hash():
 def load_counts(path=COUNTS_FILE):
     """The stored emulated counts ``{batch: [launch, ...]}`` plus batch 256 and 1024
     extrapolated (from the two largest emulated batches above 27, where every grid
-    shape has reached its regime: conv1's weight-gradient split stops growing at 27)."""
+    shape is in its regime: fixed, or one conv1 weight-gradient slice per image)."""
     data = json.loads(pathlib.Path(path).read_text())
     if data.get("sources_sha256") != kernel_hash():
         print(f"note: {path.name} was counted from other kernel sources; refresh with --emulate", file=sys.stderr)
@@ -301,6 +323,14 @@ def load_counts(path=COUNTS_FILE):
     return counts, extrapolated
 
 
+def _snapshot_key(kernel):
+    """The model's name for a lint row: the float instance, 5x5 where there is a filter
+    size (network3's layers), e.g. ``fm_conv_wgrad<float, 5>`` -> ``fm_conv_wgrad``;
+    None for the other instances."""
+    base, _, args = kernel.partition("<")
+    return base if args in ("float>", "float, 5>") else None
+
+
 def sass_table():
     """Hottest-loop (instructions, FMAs) per float kernel: the lint when its tools are
     here, else the stored snapshot."""
@@ -308,20 +338,25 @@ def sass_table():
         from bench import sass_lint
 
         if all(sass_lint.tool(t) for t in ("nvcc", "cuobjdump", "nvdisasm")):
-            return {r["kernel"].split("<")[0]: r["hottest_loop"] for r in sass_lint.lint("sm_90")
-                    if r["kernel"].endswith("<float>") and r["hottest_loop"]}
+            return {_snapshot_key(r["kernel"]): r["hottest_loop"] for r in sass_lint.lint("sm_90")
+                    if _snapshot_key(r["kernel"]) and r["hottest_loop"]}
     except Exception as exc:  # noqa: BLE001 - fall back to the snapshot, saying why
         print(f"note: SASS lint failed ({exc}); using the stored snapshot", file=sys.stderr)
     return dict(SASS_SNAPSHOT)
 
 
-#: ``python -m bench.sass_lint`` (sm_90, nvcc 13.0, float instances), 2026-12: hottest
-#: loop (instructions, FMAs); used when the CUDA binary tools are not installed
+#: ``python -m bench.sass_lint`` (sm_90, nvcc 13.0, float instances, 5x5 where templated),
+#: 2026-12: hottest loop (instructions, FMAs); used when the CUDA binary tools are not
+#: installed
 SASS_SNAPSHOT = {
-    "fm_bias_act": (275, 36), "fm_conv_dgrad": (32, 4), "fm_conv_pool_fwd": (188, 64), "fm_conv_unpool": (341, 2),
-    "fm_conv_wgrad_partial": (73, 2), "fm_dense_dz_db": (24, 1), "fm_momentum_step": (132, 26),
+    "fm_bias_act": (275, 36), "fm_conv_dgrad": (238, 64), "fm_conv_pool_fwd": (188, 64),
+    "fm_conv_wgrad": (216, 80), "fm_dense_dz_db": (24, 1), "fm_momentum_step": (132, 26),
     "fm_softmax_nll_bwd": (247, 20), "fm_softmax_nll_fwd": (125, 36),
 }
+
+#: the model of the previous backward (unpool + dense weight and input gradients, issue
+#: 13 before item 1), for the README's before/after: modeled step microseconds
+PREVIOUS_MODEL_US = {10: 132, 64: 303, 256: 952, 1024: 3556}
 
 
 def _pct(v):
@@ -373,6 +408,8 @@ def model_table(counts, extrapolated, sass, measured=None):
     gpu_only = {n: sum(m["gpu_s"] for m in per[n]) for n in sorted(counts)}
     lines.append("| **training step (modeled)** | " + " | ".join(f"**{totals[n] * 1e6:.0f}**" for n in sorted(counts))
                  + " |")
+    lines.append("| the same model with the previous backward (unpool + dense gradients) | "
+                 + " | ".join(str(PREVIOUS_MODEL_US.get(n, "-")) for n in sorted(counts)) + " |")
     lines.append("| our kernels' GPU time alone (no launch floor) | "
                  + " | ".join(f"{gpu_only[n] * 1e6:.1f}" for n in sorted(counts)) + " |")
     lines.append("| launches + library calls | " + " | ".join(f"{len(per[n])} + {len(libs[n])}" for n in sorted(counts))

@@ -28,18 +28,32 @@ name = "cuda"
 
 #: kernel templates launched by :class:`Kernels`, each instantiated for float and double
 KERNELS = (
-    "fm_conv_pool_fwd", "fm_conv_unpool", "fm_conv_wgrad_partial", "fm_conv_wgrad_finalize", "fm_conv_dgrad",
+    "fm_conv_pool_fwd", "fm_conv_wgrad", "fm_conv_wgrad_finalize", "fm_conv_dgrad",
     "fm_bias_act", "fm_dense_dz_db", "fm_apply_mask", "fm_bernoulli_mask",
     "fm_softmax_nll_fwd", "fm_softmax_nll_bwd", "fm_momentum_step", "fm_sum_squares",
 )
+#: kernels with a second template argument, the filter size K of a compile-time K x K
+#: filter (0: any size), and the K instantiated
+FILTER_SIZES = {"fm_conv_wgrad": (5, 0), "fm_conv_dgrad": (5, 0)}
+
+
+def name_expression(kernel, ctype, k=None):
+    """``fm_x<float>``, or ``fm_x<float, 5>`` with a filter size ``k``."""
+    return f"{kernel}<{ctype}>" if k is None else f"{kernel}<{ctype}, {k}>"
+
+
 #: the template instantiations compiled by RawModule (importable without CuPy)
-NAME_EXPRESSIONS = tuple(f"{k}<{t}>" for k in KERNELS for t in ("float", "double"))
+NAME_EXPRESSIONS = tuple(name_expression(k, t, v) for k in KERNELS for t in ("float", "double")
+                         for v in FILTER_SIZES.get(k, (None,)))
 #: kernel sources, concatenated in this order into one module
-SOURCES = ("conv.cu", "dense.cu", "optim.cu")
+SOURCES = ("conv.cu", "conv_backward.cu", "dense.cu", "optim.cu")
 #: compiler options shared by NVRTC (at run time) and nvcc (the CI compile check)
 COMPILE_OPTIONS = ("-std=c++17",)
 
-CONV_FG = 8         # filters per block of the conv kernels (fm::CONV_FG in conv.cu)
+CONV_FG = 8         # filters per block of the conv forward (fm::CONV_FG in conv.cu)
+# conv_backward.cu's fm:: constants: filters per thread, lanes per unit and values per
+# reduction round of fm_conv_wgrad; input channels per thread of fm_conv_dgrad
+WG_FILTERS, WG_LANES, WG_RED, DG_CHANNELS = 4, 32, 8, 8
 _THREADS = 256      # block size of the 1-D kernels (a power of two: fm::block_sum)
 SHARED_LIMIT = 48 * 1024
 #: CUDA's grid limits (every compute capability fastmom supports): gridDim.x, .y, .z
@@ -138,12 +152,13 @@ class Kernels:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def launch(self, kernel, dtype, grid, block, args, shared_mem=0):
-        """Launch ``kernel<dtype>``; ``grid`` comes from :func:`grid` (already checked)."""
+    def launch(self, kernel, dtype, grid, block, args, shared_mem=0, k=None):
+        """Launch ``kernel<dtype>`` (``kernel<dtype, k>`` with a filter size ``k``);
+        ``grid`` comes from :func:`grid` (already checked)."""
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
         self.counts["launches"] += 1
-        self._launch(f"{kernel}<{_ctype(dtype)}>", grid, block, tuple(args), int(shared_mem))
+        self._launch(name_expression(kernel, _ctype(dtype), k), grid, block, tuple(args), int(shared_mem))
 
     def _grid_1d(self, kernel, n):
         # enough blocks to fill the device a few times over; the kernels grid-stride
@@ -202,34 +217,76 @@ class Kernels:
                      i32(pool_ties == "all")), shared)
 
     def conv_pool_backward(self, x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first"):
+        """Weight, bias and input gradients from the pooled gradient and the argmax
+        (``conv_backward.cu``): fm_conv_wgrad (partial sums per batch slice), then
+        fm_conv_wgrad_finalize (the slices in order), then fm_conv_dgrad."""
         n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_backward(
             x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties, xp=self.xp)
         ph, pw = _checks.pool(poolsize)
-        dt, i32 = x.dtype, np.int32
-        # split the batch so that about 4 blocks per SM share the weight-gradient sums
-        nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, f * c)))
+        dt, i32, ties = x.dtype, np.int32, pool_ties == "all"
+        k = 5 if kh == kw == 5 else 0  # the compiled 5x5 instance, else the general one
+        entries = ph * pw if ties else 1  # gradient entries per pooled output (conv_backward.cu)
+        pool_args = (i32(PH), i32(PW), i32(ph), i32(pw), i32(_activations.code(act)), i32(ties))
+        # every launch shape first: a shape CUDA cannot launch fails before the first kernel runs
+        wg = self.wgrad_plan(n, c, h, wd, f, kh, kw, PH, PW, entries, x.itemsize, k)
         nw = f * c * kh * kw
-        # every grid first: a shape CUDA cannot launch fails before the first kernel runs
-        g_unpool = self._grid_1d("fm_conv_unpool", n * f * oh * ow)
-        g_partial = grid("fm_conv_wgrad_partial", f * c, nsplit, 1, ("filter-channel pairs", "batch slices", ""))
         g_final = self._grid_1d("fm_conv_wgrad_finalize", nw + f)
-        g_dgrad = None if dx is None else grid("fm_conv_dgrad", _ceil_div(h * wd, _THREADS), c, n,
-                                               ("pixel blocks", "channels", "images"))
-        dz = self.workspace("conv_dz", (n, f, oh, ow), dt)
-        self.launch("fm_conv_unpool", dt, g_unpool, (_THREADS,),
-                    (y, argmax, dy, dz, np.int64(n * f), i32(oh), i32(ow), i32(PH), i32(PW), i32(ph), i32(pw),
-                     i32(_activations.code(act)), i32(pool_ties == "all")))
-        wpart = self.workspace("conv_wpart", (nsplit, f * c * kh * kw), dt)
-        bpart = self.workspace("conv_bpart", (nsplit, f), dt)
-        self.launch("fm_conv_wgrad_partial", dt, g_partial, (_THREADS,),
-                    (x, dz, y, dy, wpart, bpart, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw),
-                     i32(oh), i32(ow), i32(PH), i32(PW), i32(_activations.code(act)), i32(nsplit)))
+        dg = None if dx is None else self.dgrad_plan(n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, x.itemsize)
+        wpart = self.workspace("conv_wpart", (wg["nsplit"], nw), dt)
+        bpart = self.workspace("conv_bpart", (wg["nsplit"], f), dt)
+        self.launch("fm_conv_wgrad", dt, wg["grid"], wg["block"],
+                    (x, y, argmax, dy, wpart, bpart, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw),
+                     *pool_args, *(i32(wg[a]) for a in ("nsplit", "groups", "upb", "nb_max", "ec"))),
+                    wg["shared"], k)
         self.launch("fm_conv_wgrad_finalize", dt, g_final, (_THREADS,),
-                    (wpart, bpart, dw, db, np.int64(nw), i32(f), i32(nsplit)))
+                    (wpart, bpart, dw, db, np.int64(nw), i32(f), i32(wg["nsplit"])))
         if dx is not None:
-            self.launch("fm_conv_dgrad", dt, g_dgrad, (_THREADS,),
-                        (dz, w, dx, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(oh), i32(ow)),
-                        CONV_FG * kh * kw * x.itemsize)
+            self.launch("fm_conv_dgrad", dt, dg["grid"], dg["block"],
+                        (y, argmax, dy, w, dx, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), *pool_args,
+                         *(i32(dg[a]) for a in ("th", "tw", "fq"))), dg["shared"], k)
+
+    def wgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, entries, itemsize, k):
+        """Launch shape and staging sizes of fm_conv_wgrad (see its comment in
+        ``conv_backward.cu``): units of WG_FILTERS filters x ``k`` taps (1 tap for the
+        general instance), at most 16 warps a block; the batch split so that about 4
+        blocks per SM share the sums; about 128 entries a stage."""
+        units = kh * kw // (k or 1)              # warps per filter group
+        upb = min(units, 16)                      # of them in one block
+        nfg = _ceil_div(f, WG_FILTERS)
+        groups = _ceil_div(nfg, _ceil_div(nfg, max(1, 16 // upb)))  # filter groups a block, balanced
+        blocks = _ceil_div(nfg, groups) * c * _ceil_div(units, upb)
+        nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, blocks)))
+        per_image = PH * PW * entries
+        nb_max = max(1, min(_ceil_div(n, nsplit), _ceil_div(128, per_image)))
+        planes = _ceil_div(nb_max * h * wd * itemsize, 16) * 16
+        entry = 2 * itemsize                      # fm::PoolEntry<T>: the value and an int, padded
+        ec = min(nb_max * per_image, (SHARED_LIMIT - planes) // (groups * WG_FILTERS * entry))
+        if ec < 1:
+            raise ValueError(f"the cuda backend's weight gradient stages whole {h}x{wd} input planes in shared "
+                             f"memory; one needs {planes} bytes, over the {SHARED_LIMIT} it uses")
+        warps = groups * upb
+        epilogue = (warps * WG_RED * (WG_LANES + 1) + groups * WG_FILTERS * (upb * (k or 1) + 1)) * itemsize
+        shared = max(planes + groups * WG_FILTERS * ec * entry, epilogue)
+        g = grid("fm_conv_wgrad", blocks, nsplit, 1, ("filter-channel-tap blocks", "batch slices", ""))
+        return dict(grid=g, block=(WG_LANES * warps,), shared=shared, nsplit=nsplit, groups=groups, upb=upb,
+                    nb_max=nb_max, ec=ec)
+
+    def dgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, itemsize):
+        """Launch shape of fm_conv_dgrad: tiles of up to 256 pixels (rows of up to 32),
+        DG_CHANNELS channels a block, up to 16 filters staged at a time."""
+        tw = min(wd, 32)
+        th = min(h, max(1, 256 // tw))
+        # the most windows that can reach a tile, and their entries
+        nent = min(PH, (th + kh - 2) // ph + 2) * min(PW, (tw + kw - 2) // pw + 2) * entries
+        weights = kh * kw * (DG_CHANNELS + 1) * itemsize
+        fq = min(f, 16, (SHARED_LIMIT - 16) // (weights + nent * 2 * itemsize))
+        if fq < 1:
+            raise ValueError(f"filter {kh}x{kw} with pool {ph}x{pw}: one filter's input-gradient stage is over "
+                             f"the {SHARED_LIMIT} bytes of shared memory the cuda backend uses")
+        shared = _ceil_div(fq * weights, 16) * 16 + fq * nent * 2 * itemsize
+        g = grid("fm_conv_dgrad", _ceil_div(h, th) * _ceil_div(wd, tw), _ceil_div(c, DG_CHANNELS), n,
+                 ("pixel tiles", "channel groups", "images"))
+        return dict(grid=g, block=(th * tw,), shared=shared, th=th, tw=tw, fq=fq)
 
     # -- dense -----------------------------------------------------------------------
 

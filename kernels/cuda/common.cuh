@@ -29,6 +29,8 @@
     T* name = reinterpret_cast<T*>(fm_dyn_smem)
 // a pointer into shared memory (to carve several arrays out of FM_DYN_SHARED)
 #define FM_SPTR(T) T*
+// the shared pointer p viewed as an array of U (p must be aligned for U)
+#define FM_SPTR_CAST(U, p) reinterpret_cast<U*>(p)
 #endif
 
 namespace fm {

@@ -390,6 +390,16 @@ struct sptr {
     sptr operator+(I k) const { return sptr{r, off + static_cast<int64_t>(k) * (int64_t)sizeof(T)}; }
 };
 
+// a shared pointer viewed as another element type (FM_SPTR_CAST): same region and byte
+// offset; the GPU faults on a misaligned access, so this checks the alignment
+template <class U, class T>
+sptr<U> sptr_cast(const sptr<T>& p) {
+    if (p.off % alignof(U) != 0)
+        fail("misaligned shared pointer cast: byte " + std::to_string(p.off) + " of shared array '" + p.r->name +
+             "' viewed as a " + std::to_string(alignof(U)) + "-byte aligned type");
+    return sptr<U>{p.r, p.off};
+}
+
 inline Region* region(const void* tag, const char* name, size_t bytes) {
     for (auto& kv : g->regions)
         if (kv.first == tag) return kv.second.get();
@@ -601,11 +611,19 @@ int launch(const LaunchCfg* cfg, void** args, void (*kernel)(P...), char* err, s
 #define __syncthreads() ::fm_emu::syncthreads()
 
 #define FM_PTR(T) ::fm_emu::gptr<T>
+// CUDA's find-first-set: 1 + the index of the lowest set bit, 0 for none
+inline int __ffs(int x) { return __builtin_ffs(x); }
+// CUDA's integer min and max (device functions at global scope)
+template <class I, class = std::enable_if_t<std::is_integral_v<I>>>
+inline I min(I a, I b) { return b < a ? b : a; }
+template <class I, class = std::enable_if_t<std::is_integral_v<I>>>
+inline I max(I a, I b) { return a < b ? b : a; }
 #define FM_SHARED(T, name, n)         \
     static const char fm_tag_##name = 0; \
     ::fm_emu::sptr<T> name = ::fm_emu::shared_static<T>(&fm_tag_##name, (n), #name)
 #define FM_DYN_SHARED(T, name) ::fm_emu::sptr<T> name = ::fm_emu::shared_dynamic<T>()
 #define FM_SPTR(T) ::fm_emu::sptr<T>
+#define FM_SPTR_CAST(U, p) ::fm_emu::sptr_cast<U>(p)
 
 // exported by the generated unity source, one pair per kernel instantiation
 #ifdef FM_EMU_MEMSTATS

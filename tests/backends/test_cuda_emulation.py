@@ -215,9 +215,9 @@ def test_emulated_training_steps_match_reference():
 
 # one training step of _tiny_net: conv forward 1; FC and softmax forward 1 each (bias +
 # activation after the cuBLAS product) + the softmax itself 1; softmax backward 1; dense
-# backward 1 per dense layer (2); conv backward 3 (unpool, partial and final weight
-# gradient; no input gradient for the first layer); the momentum step 1
-LAUNCHES_PER_TINY_STEP = 1 + 2 + 1 + 1 + 2 + 3 + 1
+# backward 1 per dense layer (2); conv backward 2 (partial and final weight gradient,
+# read from the argmax; no input gradient for the first layer); the momentum step 1
+LAUNCHES_PER_TINY_STEP = 1 + 2 + 1 + 1 + 2 + 2 + 1
 LIBRARY_CALLS_PER_TINY_STEP = 2 + 2 + 2  # cuBLAS: 2 forward products, 2 weight and 2 input gradients
 
 
