@@ -36,7 +36,7 @@ from ._version import __version__
 
 __all__ = ["LAUNCHER_VARIABLES", "DEFAULT_TIMEOUT", "TIMEOUT_EXIT_CODE", "DistributedError",
            "ConfigurationMismatch", "World", "launched", "init", "rank", "world_size", "is_main",
-           "run_on_main", "termination_signals", "use_local_gpu", "digest"]
+           "run_on_main", "termination_signals", "overlap_enabled", "use_local_gpu", "digest"]
 
 #: Environment variables that MPI launchers set in every process they start (Open MPI,
 #: MPICH/Hydra and Intel MPI, PMIx launchers such as ``srun --mpi=pmix``, MVAPICH2).
@@ -120,6 +120,15 @@ def termination_signals():
     if not launched():
         return ()
     return (signal.SIGTERM, signal.SIGUSR1)
+
+
+def overlap_enabled(environ=None):
+    """Whether data parallelism all-reduces each layer's gradient as soon as the backward
+    pass has written it (the default) rather than the whole gradient once after it:
+    ``FASTMOM_MPI_OVERLAP=0`` turns it off. Host (CPU) arrays only; the ranks must agree
+    (it is part of the configuration they compare)."""
+    env = os.environ if environ is None else environ
+    return env.get("FASTMOM_MPI_OVERLAP", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def use_local_gpu():
@@ -232,14 +241,27 @@ class World:
             self._gpu_allreduce(a, op)
         return a
 
-    def iallreduce_sum(self, a):
-        """Start summing the host array ``a`` in place; returns a request for :meth:`wait`."""
+    def iallreduce_sum(self, a, op="all-reduce"):
+        """Start summing the contiguous host array ``a`` in place (``MPI_Iallreduce``);
+        returns a request for :meth:`wait` (None on one process). Every rank must start
+        the same sequence of them."""
         if self.comm is None:
             return None
-        return self.comm.Iallreduce(self._mpi.IN_PLACE, a, op=self._mpi.SUM)
+        return self._call(f"start of {op}", self.comm.Iallreduce, self._mpi.IN_PLACE, a, op=self._mpi.SUM)
+
+    def test(self, requests, op="all-reduce"):
+        """Let MPI progress ``requests`` without waiting (``MPI_Testall``).
+
+        Open MPI and MPICH move a non-blocking collective forward only while the process
+        is inside an MPI call (no progress thread by default), so a caller that overlaps
+        computation with :meth:`iallreduce_sum` calls this between pieces of its work.
+        """
+        requests = [r for r in requests if r is not None]
+        if requests:
+            self._call(op, self._mpi.Request.Testall, requests)
 
     def wait(self, requests, op="all-reduce"):
-        """Wait for :meth:`iallreduce_sum` requests."""
+        """Wait for :meth:`iallreduce_sum` requests (under the watchdog)."""
         requests = [r for r in requests if r is not None]
         if requests:
             self._call(op, self._mpi.Request.Waitall, requests)

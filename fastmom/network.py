@@ -229,10 +229,21 @@ class Network:
             a = layer.forward(a, train)
         return self.layers[-1].forward(a, train, labels)
 
+    #: ``gradient_ready(i)``, if set, is called right after layer ``i``'s backward has
+    #: written its gradients (``flat.grads[2*i]`` and ``[2*i+1]``), layers in reverse
+    #: order, so that work on them (data parallelism's all-reduce) can start while the
+    #: layers below are still being differentiated. None: nothing is called.
+    gradient_ready = None
+
     def _backward(self):
-        d = self.layers[-1].backward()
-        for layer in reversed(self.layers[:-1]):
-            d = layer.backward(d)
+        ready, last = self.gradient_ready, len(self.layers) - 1
+        d = self.layers[last].backward()
+        if ready is not None:
+            ready(last)
+        for i in range(last - 1, -1, -1):
+            d = self.layers[i].backward(d)
+            if ready is not None:
+                ready(i)
 
     def train_step(self, x, y):
         """Forward and backward on a prepared mini-batch; the gradients land in

@@ -27,9 +27,16 @@ Semantics on ``N`` ranks (see ``docs/distributed.md``):
   untouched on one rank.
 - Accuracy: each rank counts the correct answers of a contiguous run of whole evaluation
   mini-batches and the counts are all-reduced, so it equals one process's exactly.
+- Overlap (host arrays, :func:`fastmom.distributed.overlap_enabled`): the network's
+  ``gradient_ready`` hook starts a non-blocking all-reduce of each layer's weight and
+  bias segments of the flat gradient as soon as its backward has written them, in
+  reverse layer order (:class:`Overlap`); :meth:`DataParallel.reduce` waits for them
+  before the guard and the momentum step. Each element is still summed once over the
+  ranks, so the result is the single all-reduce's up to the order MPI adds in.
 """
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -38,7 +45,7 @@ from .. import checkpoint as _ckpt
 from .. import distributed as _dist
 from .callbacks import Network3Log
 
-__all__ = ["DROPOUT_STREAM", "Local", "DataParallel", "attach"]
+__all__ = ["DROPOUT_STREAM", "Local", "DataParallel", "Overlap", "attach"]
 
 #: The first ``spawn_key`` element of the distributed dropout streams (the network's own
 #: children are 0, 1 and 2).
@@ -106,6 +113,11 @@ class DataParallel(Local):
         # [cost, interrupt requested]: one small all-reduce per step
         self._scalars = np.zeros(2) if self._host else be.zeros((2,), np.float64)
         self._flag_every = 1 if self._host else trainer.check_every  # reading it syncs a GPU
+        self.overlap = Overlap(world, net) if n > 1 and self._host and _dist.overlap_enabled() else None
+        #: seconds spent in the gradient all-reduce after the backward pass (all of it
+        #: without overlap; what the overlap left to wait for with it), and the steps timed
+        self.gradient_wait, self.steps = 0.0, 0
+        self._pending = False  # a Ctrl-C this rank has not sent to the others yet (see _settle)
         if net.seed is None:
             self._adopt_main(trainer)
         self.entropy = world.bcast(net.seed_sequence.entropy, op="network seed")
@@ -140,6 +152,7 @@ class DataParallel(Local):
             "progress": [trainer.epoch, trainer.step, epochs],
             "accuracy measure": trainer.drop_last,
             "divergence guard": [trainer.check_finite, trainer.check_every],
+            "gradient all-reduce": "per layer, overlapped" if self.overlap else "whole",
             "data": {k: _data_digest(net.backend, v) for k, v in data.items()},
         })
 
@@ -150,21 +163,29 @@ class DataParallel(Local):
             be.set_rng_state(self.net.dropout_rng, be.rng_state(be.make_rng(seq)))
         start = j * self.batch + self.offset
         self._step = step
+        if self.overlap is not None:
+            self.net.gradient_ready = self.overlap  # for this step's backward pass only
         return slice(start, start + self.local)
 
     def reduce(self, cost, sigint):
         """All-reduce the gradient (sum / N: the mean over the global mini-batch), the
         cost and the Ctrl-C flag; return the global cost."""
         grad, n = self.net.flat.grad, self.world_size
-        self.world.allreduce_sum(grad, op="gradient all-reduce")
+        t0 = time.perf_counter()
+        if self.overlap is not None:
+            self.net.gradient_ready = None  # nothing else may start collectives from a backward pass
+            self.overlap.finish()
+        else:
+            self.world.allreduce_sum(grad, op="gradient all-reduce")
+        self.gradient_wait += time.perf_counter() - t0
+        self.steps += 1
         if n > 1:
             grad /= n
         s = self._scalars
         s[0] = cost
-        s[1] = sigint.requested
+        s[1] = self._pending or sigint.requested
         self.world.allreduce_sum(s, op="cost all-reduce")
-        if (self._step + 1) % self._flag_every == 0:
-            sigint.requested = bool(s[1] > 0)
+        self._settle(sigint, bool(s[1] > 0) if (self._step + 1) % self._flag_every == 0 else None)
         return float(s[0]) / n if self._host else s[0] / n
 
     def evaluate(self, net, x, y, drop_last):
@@ -178,10 +199,62 @@ class DataParallel(Local):
 
     def agree(self, stop_training, sigint):
         """OR ``stop_training`` and Ctrl-C over the ranks (one all-reduce)."""
-        flags = np.array([bool(stop_training), sigint.requested], np.int64)
+        flags = np.array([bool(stop_training), self._pending or sigint.requested], np.int64)
         self.world.allreduce_sum(flags, op="end-of-epoch agreement")
-        sigint.requested = bool(flags[1])
+        self._settle(sigint, bool(flags[1]))
         return bool(flags[0])
+
+    def _settle(self, sigint, agreed):
+        """Make ``sigint.requested`` what the ranks agreed (``agreed``; None on a step
+        whose flags are not read), which the trainer acts on.
+
+        A Ctrl-C this rank noted after its flag was sent (during the all-reduce, the
+        likeliest moment) is this rank's alone: acting on it would stop this rank without
+        the others, and dropping it would lose it; it is kept in ``_pending`` and sent
+        with the next all-reduce. No call stands between reading and clearing the flag:
+        Python runs signal handlers only at calls and jumps, so none can slip in there.
+        """
+        if agreed:
+            sigint.requested, self._pending = True, False
+            return
+        late = sigint.requested
+        sigint.requested = False
+        self._pending = self._pending or late
+
+
+class Overlap:
+    """The network's ``gradient_ready`` hook: all-reduce each layer's gradient segments
+    while the backward pass goes on below it.
+
+    Layer ``i``'s weights and biases are two contiguous segments of the flat gradient
+    (weights first, then biases, both in layer order), so its bucket is those two
+    segments; calls come in reverse layer order, the same on every rank, so the ranks
+    start the same sequence of ``MPI_Iallreduce``. After starting a layer's, the ones
+    still pending are tested: MPI moves a non-blocking collective forward only inside an
+    MPI call.
+    """
+
+    def __init__(self, world, net):
+        self.world = world
+        grads = net.flat.grads
+        self.segments = [(grads[2 * i].reshape(-1), grads[2 * i + 1].reshape(-1)) for i in range(len(net.layers))]
+        self.pending = []
+
+    def __call__(self, i):
+        """Layer ``i``'s gradients are written: start their all-reduce."""
+        self.pending.extend(self.world.iallreduce_sum(seg, op="gradient all-reduce") for seg in self.segments[i])
+        self.world.test(self.pending, op="gradient all-reduce")
+
+    def finish(self):
+        """Wait until every started all-reduce has finished (under the watchdog).
+
+        Raises RuntimeError unless every layer's segments were started: a network whose
+        backward pass skips the hook would otherwise train unreduced gradients."""
+        pending, self.pending = self.pending, []
+        if len(pending) != 2 * len(self.segments):
+            raise RuntimeError(f"the backward pass reported {len(pending) // 2} of {len(self.segments)} layers' "
+                               f"gradients to Network.gradient_ready; set FASTMOM_MPI_OVERLAP=0 for this network")
+        self.world.wait(pending, op="gradient all-reduce")
 
 
 def _quiet(*args, **kwargs):

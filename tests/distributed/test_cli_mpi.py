@@ -11,15 +11,15 @@ import sys
 
 import pytest
 
-from test_mpi import MPIRUN, pytestmark  # noqa: F401 (the same skips)
+from test_mpi import MPIRUN, SIGKILL_GRACE, pytestmark  # noqa: F401 (the same skips)
 
 FC = ("--net", "fc", "--eta", "0.5", "--threads", "1")
 
 
 def mpirun_fastmom(n, *args):
-    """``mpirun -np n python -m fastmom ARGS``, as a user types it."""
-    return [MPIRUN, "--oversubscribe", "--allow-run-as-root", "-np", str(n), sys.executable, "-m", "fastmom",
-            *map(str, args)]
+    """``mpirun -np n python -m fastmom ARGS`` (with test_mpi's grace before SIGKILL)."""
+    return [MPIRUN, "--oversubscribe", "--allow-run-as-root", *SIGKILL_GRACE, "-np", str(n), sys.executable,
+            "-m", "fastmom", *map(str, args)]
 
 
 def rank_pid(mpirun_pid, rank):

@@ -30,6 +30,10 @@ pytestmark = [
 ]
 
 BASE = {"batch": 6, "n_train": 240, "epochs": 2}
+#: After its own Ctrl-C, Open MPI's mpirun sends the ranks SIGTERM and then SIGKILL, each
+#: after this many seconds (default 1: too short for a loaded 2-core machine to finish a
+#: step and write; mpirun itself then takes about twice this long to exit).
+SIGKILL_GRACE = ("--mca", "odls_base_sigkill_timeout", "3")
 
 
 def mpirun_command(n, out, scenario, cfg, *mca):
@@ -84,8 +88,32 @@ def test_n_ranks_give_the_single_process_iterates(tmp_path, single, n):
     assert sorted(reps) == list(range(n))
     for rep in reps.values():
         assert rep["world_size"] == n
+        assert rep["overlap"] is (n > 1)  # the default: per-layer all-reduces during the backward pass
         assert_same_training(rep, single)
         np.testing.assert_array_equal(rep["params"], reps[0]["params"])  # the ranks never drift apart
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_overlapped_all_reduce_gives_the_single_all_reduce_iterates(tmp_path, n):
+    """FASTMOM_MPI_OVERLAP=0 (one all-reduce of the whole gradient after the backward
+    pass) against the default (one per layer segment, started during it), float64."""
+    runs = {}
+    for overlap in ("0", "1"):
+        rc, text, reps = launch(n, tmp_path / overlap, "train", BASE, env={"FASTMOM_MPI_OVERLAP": overlap})
+        assert rc == 0 and sorted(reps) == list(range(n)), text
+        assert {rep["overlap"] for rep in reps.values()} == {overlap == "1"}
+        runs[overlap] = reps
+    for r in range(n):
+        assert runs["1"][r]["history"] and runs["1"][r]["step"] == runs["0"][r]["step"]
+        assert_same_training(runs["1"][r], runs["0"][r])
+        np.testing.assert_array_equal(runs["1"][r]["params"], runs["1"][0]["params"])
+
+
+def test_overlap_setting_that_differs_across_ranks_is_refused(tmp_path):
+    rc, text, reps = launch(2, tmp_path, "overlap-mismatch", BASE)
+    assert sorted(reps) == [0, 1], text
+    for rep in reps.values():
+        assert rep["error"][0] == "ConfigurationMismatch" and "gradient all-reduce" in rep["error"][1]
 
 
 def test_batch_that_does_not_divide_is_refused(tmp_path):
@@ -127,7 +155,7 @@ def start_until_ready(n, out, scenario, cfg):
     """Start ``worker.py`` on ``n`` ranks and return the running mpirun once rank 0 has
     finished an epoch (``OUT/ready``); every rank has written ``OUT/pid<r>`` by then."""
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(mpirun_command(n, out, scenario, cfg), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(mpirun_command(n, out, scenario, cfg, *SIGKILL_GRACE), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not (out / "ready").exists():

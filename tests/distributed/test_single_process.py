@@ -57,3 +57,84 @@ def test_configuration_mismatch_is_a_value_error():
 def test_digest_ignores_key_order():
     assert distributed.digest({"a": 1, "b": [2]}) == distributed.digest({"b": [2], "a": 1})
     assert distributed.digest({"a": 1}) != distributed.digest({"a": 2})
+
+
+def _conv_net():
+    from fastmom import Network
+    from fastmom.models import build_layers
+    return Network(build_layers("conv", 4), 4, device="reference", dtype=np.float64, seed=0)
+
+
+def test_gradient_ready_reports_each_layer_once_its_gradient_is_final():
+    """The hook data parallelism overlaps its all-reduces with: layers in reverse order,
+    each called when its segments hold their final values for the step."""
+    net = _conv_net()
+    x = np.random.default_rng(0).random((4, 1, 28, 28))
+    y = np.arange(4)
+    seen = []
+    net.gradient_ready = lambda i: seen.append((i, net.flat.grads[2 * i].copy(), net.flat.grads[2 * i + 1].copy()))
+    net.train_step(x, y)
+    assert [i for i, _, _ in seen] == list(range(len(net.layers)))[::-1]
+    for i, w, b in seen:
+        np.testing.assert_array_equal(w, net.flat.grads[2 * i])
+        np.testing.assert_array_equal(b, net.flat.grads[2 * i + 1])
+    assert any(np.any(w) for _, w, _ in seen)  # the copies are of real gradients
+    net.gradient_ready = None
+    net.train_step(x, y)  # no hook: nothing called
+    assert len(seen) == len(net.layers)
+
+
+def test_overlap_refuses_a_backward_pass_that_skipped_layers():
+    from fastmom.train.parallel import Overlap
+    net = _conv_net()
+    overlap = Overlap(World(), net)
+    for i in reversed(range(len(net.layers))):
+        overlap(i)
+    overlap.finish()  # every layer reported
+    overlap(len(net.layers) - 1)
+    with pytest.raises(RuntimeError, match="1 of 4 layers"):
+        overlap.finish()
+
+
+def test_overlap_is_on_unless_the_environment_turns_it_off():
+    assert distributed.overlap_enabled({}) is True
+    assert distributed.overlap_enabled({"FASTMOM_MPI_OVERLAP": "0"}) is False
+    assert distributed.overlap_enabled({"FASTMOM_MPI_OVERLAP": "off"}) is False
+
+
+class _LateCtrlC:
+    """A 2-rank world seen from rank 0, whose peer sends zeros; a Ctrl-C reaches this rank
+    while the first cost all-reduce is in flight (after its flag was sent)."""
+
+    size, rank = 2, 0
+
+    def __init__(self):
+        self.sigint, self.sent = None, []
+
+    def bcast(self, obj, op=""):
+        return obj
+
+    def allreduce_sum(self, a, op=""):
+        if op == "cost all-reduce":
+            self.sent.append(float(a[1]))
+            if len(self.sent) == 1:
+                self.sigint.requested = True  # the handler runs as the all-reduce returns
+        return a
+
+
+def test_ctrl_c_during_the_all_reduce_is_sent_next_step_not_acted_on_alone(monkeypatch):
+    from fastmom.train import Trainer
+    from fastmom.train.checkpointer import Sigint
+    from fastmom.train.parallel import DataParallel
+    monkeypatch.setenv("FASTMOM_MPI_OVERLAP", "0")
+    net = _conv_net()
+    world = _LateCtrlC()
+    dp = DataParallel(Trainer(net, progress=False), world)
+    world.sigint = sigint = Sigint()
+    for step in range(2):
+        dp.begin_step(step, step)
+        dp.reduce(1.0, sigint)
+        # step 0: the other rank did not hear of it, so this rank must not stop alone;
+        # step 1: sent, OR-ed (here: by this rank's own 1), agreed by all
+        assert sigint.requested is (step == 1)
+    assert world.sent == [0.0, 1.0]

@@ -45,6 +45,10 @@ def build(name, cfg, out):
         ck = Checkpointer(os.path.join(out, "ckpt"), every=cfg.get("every", 1), unit=cfg.get("unit", "epoch"))
         callbacks = [Ready(out)] if name == "sigint" else []
         trainer = make_trainer(cfg, checkpointer=ck, callbacks=callbacks, resume=cfg.get("resume"))
+    elif name == "overlap-mismatch":
+        if r == 1:
+            os.environ["FASTMOM_MPI_OVERLAP"] = "0"
+        trainer = make_trainer(cfg)
     elif name == "sigint-no-checkpoints":
         trainer = make_trainer(cfg, callbacks=[Ready(out)])
     else:
@@ -101,10 +105,14 @@ def main(out, name, cfg):
     except KeyboardInterrupt as exc:  # TrainingInterrupted
         report["error"] = [type(exc).__name__, str(exc)]
     if trainer is not None:
-        report.update(step=trainer.step, epoch=trainer.epoch, history=list(trainer.history))
+        report.update(step=trainer.step, epoch=trainer.epoch, history=list(trainer.history),
+                      overlap=getattr(trainer._dp, "overlap", None) is not None)
         np.save(os.path.join(out, f"rank{r}.npy"), trainer.net.backend.to_numpy(trainer.net.flat.data))
     with open(os.path.join(out, f"rank{r}.json"), "w") as f:
         json.dump(report, f, default=str)
+    if name.startswith("sigint"):
+        # after its Ctrl-C, mpirun kills the ranks left once one has exited: wait for all
+        distributed.init().barrier()
 
 
 if __name__ == "__main__":
