@@ -247,27 +247,32 @@ class Kernels:
 
     def wgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, entries, itemsize, k):
         """Launch shape and staging sizes of fm_conv_wgrad (see its comment in
-        ``conv_backward.cu``): units of WG_FILTERS filters x ``k`` taps (1 tap for the
-        general instance), at most 16 warps a block; the batch split so that about 4
-        blocks per SM share the sums; about 128 entries a stage."""
-        units = kh * kw // (k or 1)              # warps per filter group
-        upb = min(units, 16)                      # of them in one block
+        ``conv_backward.cu``): units of WG_FILTERS filters x a row chunk of taps (the
+        whole row of a compiled k x k filter, else chunks of 4), whole filter rows a
+        block, at most 16 warps; the batch split so that about 4 blocks per SM share the
+        sums; about 128 entries a stage."""
+        tw = k or 4
+        chunks = _ceil_div(kw, tw)                # warps per filter row
+        if chunks > 16:
+            raise ValueError(f"the cuda backend's weight gradient takes filters up to {16 * tw} taps wide, got {kw}")
+        rows = min(kh, 16 // chunks)              # filter rows a block
+        upb = rows * chunks                       # warps a filter group in a block
         nfg = _ceil_div(f, WG_FILTERS)
         groups = _ceil_div(nfg, _ceil_div(nfg, max(1, 16 // upb)))  # filter groups a block, balanced
-        blocks = _ceil_div(nfg, groups) * c * _ceil_div(units, upb)
+        blocks = _ceil_div(nfg, groups) * c * _ceil_div(kh, rows)
         nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, blocks)))
         per_image = PH * PW * entries
         nb_max = max(1, min(_ceil_div(n, nsplit), _ceil_div(128, per_image)))
-        planes = _ceil_div(nb_max * h * wd * itemsize, 16) * 16
+        planes = _ceil_div((nb_max * h * wd + tw - 1) * itemsize, 16) * 16
         entry = 2 * itemsize                      # fm::PoolEntry<T>: the value and an int, padded
         ec = min(nb_max * per_image, (SHARED_LIMIT - planes) // (groups * WG_FILTERS * entry))
         if ec < 1:
             raise ValueError(f"the cuda backend's weight gradient stages whole {h}x{wd} input planes in shared "
                              f"memory; one needs {planes} bytes, over the {SHARED_LIMIT} it uses")
         warps = groups * upb
-        epilogue = (warps * WG_RED * (WG_LANES + 1) + groups * WG_FILTERS * (upb * (k or 1) + 1)) * itemsize
+        epilogue = (warps * WG_RED * (WG_LANES + 1) + groups * WG_FILTERS * (rows * kw + 1)) * itemsize
         shared = max(planes + groups * WG_FILTERS * ec * entry, epilogue)
-        g = grid("fm_conv_wgrad", blocks, nsplit, 1, ("filter-channel-tap blocks", "batch slices", ""))
+        g = grid("fm_conv_wgrad", blocks, nsplit, 1, ("filter-channel-row blocks", "batch slices", ""))
         return dict(grid=g, block=(WG_LANES * warps,), shared=shared, nsplit=nsplit, groups=groups, upb=upb,
                     nb_max=nb_max, ec=ec)
 

@@ -98,6 +98,23 @@ __device__ __forceinline__ void warp_sums(S red, const T (&acc)[V], Out out) {
     }
 }
 
+// One chunk of fm_conv_wgrad's hot loop: for every cnt-th entry from `lane`, each of the
+// FG filters' entry (an 8-byte load: gradient and offset of its position in the staged
+// planes) and TW (shared load, FMA) pairs into acc[q * TW + t]; no index math.
+template <int FG, int TW, int V, typename T, typename S, typename SE>
+__device__ __forceinline__ void wgrad_chunk(T (&acc)[V], S xk, SE ents, int cnt, int lane) {
+    for (int i = lane; i < cnt; i += fm::WG_LANES)
+#pragma unroll
+        for (int q = 0; q < FG; ++q) {
+            const fm::PoolEntry<T> en = ents[q * cnt + i];
+#pragma unroll
+            for (int t = 0; t < TW; ++t) {
+                const T xv = xk[en.at + t];
+                acc[q * TW + t] += en.g * xv;
+            }
+        }
+}
+
 // Partial weight and bias gradients over batch slice s = blockIdx.y of nsplit:
 //   wpart[s, f, c, k, l] = sum over the slice's entries of g * x[n, c, i + k, j + l]
 // ((i, j): the entry's conv position), and bpart[s, f] = the slice's sum of dy*act'(y),
@@ -105,34 +122,34 @@ __device__ __forceinline__ void warp_sums(S red, const T (&acc)[V], Out out) {
 // entries 0, summed by the units of the first tap of channel 0.
 //
 // A unit is one warp: WG_FILTERS filters x TW consecutive taps of a filter row (TW = K,
-// a whole row, for a compile-time K x K filter; else 1). Its 32 lanes take every 32nd
-// entry and each keeps WG_FILTERS*TW sums in registers. Block: channel c, `groups`
-// filter groups of WG_FILTERS, and units ub*upb .. ub*upb + upb - 1 of each group
+// a whole row, for a compile-time K x K filter; else chunks of 4, the taps past the
+// row's end computed and dropped). Its 32 lanes take every 32nd entry and each keeps
+// WG_FILTERS*TW sums in registers. Block: channel c, `groups` filter groups of
+// WG_FILTERS, and the units of upb / chunks whole filter rows of each group
 // (blockIdx.x = ((fb * C) + c) * nub + ub; blockDim.x = 32 * groups * upb).
-// Stages: nb_max images' channel-c planes, then their entries in chunks of ec, each
-// entry with the offset of its position in the staged planes: the hot loop is an
-// 8-byte entry load and TW (shared load, FMA) pairs per filter, with no index math.
-// At the end the lanes' sums are added in lane order (deterministic) into the block's
-// totals, which the block stores in dw's order; fm_conv_wgrad_finalize adds the slices.
-// Dynamic shared memory: max(nb_max*H*W elements of T rounded to 16 bytes + groups *
-// WG_FILTERS * ec entries, the epilogue's warps * WG_RED * 33 + groups * WG_FILTERS *
-// (upb * TW + 1) elements of T).
+// Stages: nb_max images' channel-c planes (plus the chunks' overhang, zeroed), then
+// their entries in chunks of ec (wgrad_chunk). At the end the lanes' sums are added in
+// lane order (deterministic) into the block's totals, which the block stores in dw's
+// order (whole filter rows: coalesced); fm_conv_wgrad_finalize adds the slices.
+// Dynamic shared memory: max(nb_max*H*W + TW - 1 elements of T rounded to 16 bytes +
+// groups * WG_FILTERS * ec entries, the epilogue's warps * WG_RED * 33 + groups *
+// WG_FILTERS * (rows * KW + 1) elements of T).
 template <typename T, int K>
 __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
     fm_conv_wgrad(FM_PTR(const T) x, FM_PTR(const T) y, FM_PTR(const int) argmax, FM_PTR(const T) dy,
                   FM_PTR(T) wpart, FM_PTR(T) bpart, int N, int C, int H, int W, int F, int KH, int KW, int PH,
                   int PW, int ph, int pw, int act, int ties, int nsplit, int groups, int upb, int nb_max, int ec) {
-    constexpr int FG = fm::WG_FILTERS, TW = K > 0 ? K : 1, V = FG * TW + FG;
+    constexpr int FG = fm::WG_FILTERS, TW = K > 0 ? K : 4, V = FG * TW + FG;
     if (K > 0) KH = KW = K;
-    const int HW = H * W, nwin = PH * PW, E = ties ? ph * pw : 1, nub = (KH * KW / TW + upb - 1) / upb;
-    const int unit = threadIdx.x / fm::WG_LANES, lane = threadIdx.x % fm::WG_LANES;
-    const int c = (blockIdx.x / nub) % C, fblock = blockIdx.x / (nub * C), s = blockIdx.y;
-    const int grp = unit / upb, uu = (blockIdx.x % nub) * upb + unit % upb, k = uu * TW / KW, l0 = uu * TW % KW;
-    const int fb0 = fblock * groups * FG, f0 = fb0 + grp * FG;  // the block's and the unit's first filter
-    const bool active = uu * TW < KH * KW && f0 < F, bias_unit = active && c == 0 && uu == 0;
+    const int HW = H * W, nwin = PH * PW, E = ties ? ph * pw : 1, chunks = (KW + TW - 1) / TW;
+    const int rows = upb / chunks, nub = (KH + rows - 1) / rows, row0 = blockIdx.x % nub * rows;
+    const int unit = threadIdx.x / fm::WG_LANES, lane = threadIdx.x % fm::WG_LANES, grp = unit / upb;
+    const int c = (blockIdx.x / nub) % C, fb0 = blockIdx.x / (nub * C) * groups * FG, s = blockIdx.y;
+    const int k = row0 + unit % upb / chunks, l0 = unit % chunks * TW, f0 = fb0 + grp * FG;
+    const bool active = k < KH && f0 < F, bias_unit = active && c == 0 && k == 0 && l0 == 0;
     const long long n0 = (long long)N * s / nsplit, n1 = (long long)N * (s + 1) / nsplit;
     FM_DYN_SHARED(T, smem);
-    const int xs_len = (nb_max * HW * (int)sizeof(T) + 15) / 16 * 16 / (int)sizeof(T);
+    const int xs_len = ((nb_max * HW + TW - 1) * (int)sizeof(T) + 15) / 16 * 16 / (int)sizeof(T);
     FM_SPTR(fm::PoolEntry<T>) ents = FM_SPTR_CAST(fm::PoolEntry<T>, smem + xs_len);
     T acc[V];
 #pragma unroll
@@ -140,26 +157,14 @@ __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
 
     for (long long nb0 = n0; nb0 < n1; nb0 += nb_max) {
         const int nb = (int)min((long long)nb_max, n1 - nb0), total = nb * nwin * E;
-        for (int e = threadIdx.x; e < nb * HW; e += blockDim.x)
-            smem[e] = x[((nb0 + e / HW) * C + c) * HW + e % HW];
+        for (int e = threadIdx.x; e < nb * HW + chunks * TW - KW; e += blockDim.x)
+            smem[e] = e < nb * HW ? T(x[((nb0 + e / HW) * C + c) * HW + e % HW]) : T(0);
         for (int e0 = 0; e0 < total; e0 += ec) {
             const int cnt = min(ec, total - e0);
             fm::stage_entries<T>(ents, y, argmax, dy, nb0, fb0, groups * FG, F, e0, cnt, PH, PW, ph, pw, act, ties,
                                  [=](int b, int i, int j) { return b * HW + i * W + j; });
             __syncthreads();
-            if (active) {
-                FM_SPTR(T) xk = smem + k * W + l0;
-                for (int i = lane; i < cnt; i += fm::WG_LANES)
-#pragma unroll
-                    for (int q = 0; q < FG; ++q) {
-                        const fm::PoolEntry<T> en = ents[(grp * FG + q) * cnt + i];
-#pragma unroll
-                        for (int t = 0; t < TW; ++t) {
-                            const T xv = xk[en.at + t];
-                            acc[q * TW + t] += en.g * xv;
-                        }
-                    }
-            }
+            if (active) wgrad_chunk<FG, TW>(acc, smem + k * W + l0, ents + grp * FG * cnt, cnt, lane);
             // the bias: every pooled output's entry 0 (the first entry at or after e0)
             for (int i = (e0 + E - 1) / E * E - e0 + lane * E; bias_unit && i < cnt; i += fm::WG_LANES * E)
 #pragma unroll
@@ -170,22 +175,21 @@ __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
             __syncthreads();
         }
     }
-    // the block's sums in shared memory, then written out in dw's order: whole filter
-    // rows of taps per filter, so the stores coalesce
-    const int tap0 = blockIdx.x % nub * upb * TW, ntaps = min(upb * TW, KH * KW - tap0);
-    FM_SPTR(T) tot = smem + blockDim.x / fm::WG_LANES * fm::WG_RED * (fm::WG_LANES + 1);  // [filter][ntaps + 1]
+    // the block's sums in shared memory ([filter][rows * KW + 1]), then stored in dw's order
+    const int ntaps = min(rows, KH - row0) * KW, tap0 = row0 * KW;
+    FM_SPTR(T) tot = smem + blockDim.x / fm::WG_LANES * fm::WG_RED * (fm::WG_LANES + 1);
     warp_sums(smem, acc, [&](int v, T total) {
-        const int q = grp * FG + (v < FG * TW ? v / TW : v - FG * TW);
-        if (v < FG * TW && active)
-            tot[q * (ntaps + 1) + uu * TW - tap0 + v % TW] = total;
-        else if (bias_unit)
+        const int q = grp * FG + (v < FG * TW ? v / TW : v - FG * TW), l = l0 + v % TW;
+        if (v < FG * TW && active && l < KW)
+            tot[q * (ntaps + 1) + k * KW + l - tap0] = total;
+        else if (v >= FG * TW && bias_unit)
             tot[q * (ntaps + 1) + ntaps] = total;
     });
     for (int e = threadIdx.x; e < groups * FG * ntaps; e += blockDim.x)
         if (fb0 + e / ntaps < F)
             wpart[(((long long)s * F + fb0 + e / ntaps) * C + c) * KH * KW + tap0 + e % ntaps] =
                 tot[e / ntaps * (ntaps + 1) + e % ntaps];
-    for (int q = threadIdx.x; c == 0 && tap0 == 0 && q < groups * FG; q += blockDim.x)
+    for (int q = threadIdx.x; c == 0 && row0 == 0 && q < groups * FG; q += blockDim.x)
         if (fb0 + q < F) bpart[(long long)s * F + fb0 + q] = tot[q * (ntaps + 1) + ntaps];
 }
 

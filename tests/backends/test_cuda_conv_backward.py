@@ -4,7 +4,7 @@ against a bad argmax on the device, and no un-pooled buffer.
 
 ``test_parity.py`` runs the shared shape table on the emulation (``emulated-cuda``); the
 shapes here are chosen to steer the host code onto each of its paths (the compiled 5x5
-instance and the general one, several tap blocks per filter group, staged entries in
+instance and the general one, several blocks of filter rows per filter group, staged entries in
 several chunks, several images per stage, one batch slice or one per image, several
 pixel tiles, channel groups and filter stages in the input gradient), and each test
 asserts that its path was taken, so that a change of the plans cannot make it vacuous.
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(ce.compiler() is None, reason="no C++ compiler f
 
 # (N, C, H, W, F, KH, KW, pool, what the plan must show)
 PATHS = [
-    ((2, 2, 12, 11, 5, 7, 7, (2, 2)), "tap blocks"),       # general instance, 49 taps: 4 blocks of 16 warps
-    ((3, 3, 10, 9, 6, 5, 3, (2, 2)), "general"),           # 5x3: not the 5x5 instance
+    ((2, 2, 12, 21, 5, 7, 17, (2, 2)), "row blocks"),      # general instance, 5 chunks a row: 3 row blocks
+    ((3, 3, 10, 9, 6, 5, 3, (2, 2)), "general"),           # 5x3: not the 5x5 instance; one 4-tap chunk a row
     ((9, 3, 12, 12, 9, 5, 5, (2, 2)), "images per stage"),  # conv2-like: several images a stage
     ((2, 1, 60, 57, 9, 5, 5, (2, 2)), "entry chunks"),      # 28x26 windows: more entries than a chunk
     ((1, 9, 40, 37, 3, 3, 3, (3, 2)), "pixel tiles"),       # dx: 2x5 tiles, 2 channel groups, ragged pools
@@ -59,7 +59,7 @@ def _plans(emu, shape, dtype, ties):
 def _assert_path(what, shape, wg, dg, per_image, k, n_sm):
     n, c, h, w, f, kh, kw, _ = shape
     checks = {
-        "tap blocks": k == 0 and wg["upb"] == 16 < kh * kw,
+        "row blocks": k == 0 and wg["upb"] == 15 and wg["grid"][0] == 3 * c * 2,
         "general": k == 0,
         "images per stage": k == 5 and (wg["nb_max"] > 1 or n_sm > 1),  # one image a slice with many SMs
         "entry chunks": wg["ec"] < wg["nb_max"] * per_image,
