@@ -13,7 +13,7 @@ Fresh random inputs with odd sizes; float64 to 1e-10 and float32 to 1e-4.
 import numpy as np
 import pytest
 
-from backend_cases import assert_close, randn, rng_for
+from backend_cases import ACTS, assert_close, randn, rng_for
 from fastmom.backends import _checks
 from fastmom.backends import cuda_emulation as ce
 from fastmom.backends import reference as ref
@@ -33,7 +33,7 @@ PATHS = [
 ]
 
 
-def _problem(shape, dtype, ties, seed):
+def _problem(shape, dtype, ties, seed, act="tanh"):
     n, c, h, w, f, kh, kw, pool = shape
     rng = rng_for("conv-backward", shape, ties, np.dtype(dtype).name, seed)
     x, wt = randn(rng, (n, c, h, w), dtype), randn(rng, (f, c, kh, kw), dtype)
@@ -42,7 +42,7 @@ def _problem(shape, dtype, ties, seed):
         x[1::2, :, : h // 2, :] = x[1::2, :, :1, :]
     out = (n, f, (h - kh + 1) // pool[0], (w - kw + 1) // pool[1])
     y, am = np.empty(out, dtype), np.empty(out, np.int32)
-    ref.conv_pool_forward(x, wt, randn(rng, (f,), dtype), pool, "tanh", y, am, ties)
+    ref.conv_pool_forward(x, wt, randn(rng, (f,), dtype), pool, act, y, am, ties)
     return x, wt, y, am, randn(rng, out, dtype)
 
 
@@ -87,6 +87,22 @@ def test_every_plan_path_matches_the_reference(shape, what, n_sm, ties, dtype):
     ref.conv_pool_backward(x, w, y, am, dy, pool, "tanh", *want, ties)
     got = [np.full_like(a, np.nan) for a in want]
     emu.conv_pool_backward(x, w, y, am, dy, pool, "tanh", *got, ties)
+    for g, e, name in zip(got, want, ("dw", "db", "dx")):
+        assert_close(g, e, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("ties", ["first", "all"])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("k", [5, 3])
+def test_every_activation_on_both_instances(k, act, ties, dtype):
+    """The compiled 5x5 instance and the general one, every activation's derivative."""
+    shape = (3, 3, 11, 10, 5, k, k, (2, 2))
+    x, w, y, am, dy = _problem(shape, dtype, ties, 3, act)
+    want = [np.empty_like(w), np.empty_like(w[:, 0, 0, 0]), np.empty_like(x)]
+    ref.conv_pool_backward(x, w, y, am, dy, shape[7], act, *want, ties)
+    got = [np.full_like(a, np.nan) for a in want]
+    ce.kernels(n_sm=2).conv_pool_backward(x, w, y, am, dy, shape[7], act, *got, ties)
     for g, e, name in zip(got, want, ("dw", "db", "dx")):
         assert_close(g, e, dtype, name)
 
