@@ -54,9 +54,9 @@ __device__ __forceinline__ int floor_div(int a, int b) { return a >= 0 ? a / b :
 constexpr int PACK_BIAS = 1 << 14;
 __device__ __forceinline__ int pack_ij(int i, int j) { return ((i + PACK_BIAS) << 16) | (j + PACK_BIAS); }
 
-// Stage the gradient entries [e0, e0 + cnt) of nf filters from f0 into ents[q * cnt + i].
-// Entry index = (b * nwin + window) * E + e over images b from n0, windows (P, Q)
-// row-major. The callback at(b, P, Q, pos) gives each entry's `at`.
+// Stage fm_conv_wgrad's gradient entries [e0, e0 + cnt) of nf filters from f0 into
+// ents[q * cnt + i]. Entry index = (b * nwin + window) * E + e over images b from n0,
+// windows row-major; at(b, i, j) encodes the entry's image and conv position (i, j).
 template <typename T, typename PT, typename PI, typename S, typename At>
 __device__ __forceinline__ void stage_entries(S ents, PT y, PI argmax, PT dy, long long n0, int f0, int nf, int F,
                                               int e0, int cnt, int PH, int PW, int ph, int pw, int act, int ties,
