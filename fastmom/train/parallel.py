@@ -28,11 +28,11 @@ Semantics on ``N`` ranks (see ``docs/distributed.md``):
 - Accuracy: each rank counts the correct answers of a contiguous run of whole evaluation
   mini-batches and the counts are all-reduced, so it equals one process's exactly.
 - Overlap (host arrays, :func:`fastmom.distributed.overlap_enabled`): the network's
-  ``gradient_ready`` hook starts a non-blocking all-reduce of each layer's weight and
-  bias segments of the flat gradient as soon as its backward has written them, in
-  reverse layer order (:class:`Overlap`); :meth:`DataParallel.reduce` waits for them
-  before the guard and the momentum step. Each element is still summed once over the
-  ranks, so the result is the single all-reduce's up to the order MPI adds in.
+  ``gradient_ready`` hook starts a non-blocking all-reduce of each layer-aligned bucket
+  of the flat gradient as soon as the backward pass has written it, in reverse layer
+  order (:class:`Overlap`); :meth:`DataParallel.reduce` waits for them before the guard
+  and the momentum step. Each element is still summed once over the ranks, so the
+  result is the single all-reduce's up to the order MPI adds in.
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ class DataParallel(Local):
             "progress": [trainer.epoch, trainer.step, epochs],
             "accuracy measure": trainer.drop_last,
             "divergence guard": [trainer.check_finite, trainer.check_every],
-            "gradient all-reduce": "per layer, overlapped" if self.overlap else "whole",
+            "gradient all-reduce": self.overlap.layout if self.overlap else "whole",
             "data": {k: _data_digest(net.backend, v) for k, v in data.items()},
         })
 
@@ -223,37 +223,66 @@ class DataParallel(Local):
 
 
 class Overlap:
-    """The network's ``gradient_ready`` hook: all-reduce each layer's gradient segments
-    while the backward pass goes on below it.
+    """The network's ``gradient_ready`` hook: all-reduce the gradient in layer-aligned
+    buckets while the backward pass goes on below them.
 
-    Layer ``i``'s weights and biases are two contiguous segments of the flat gradient
-    (weights first, then biases, both in layer order), so its bucket is those two
-    segments; calls come in reverse layer order, the same on every rank, so the ranks
-    start the same sequence of ``MPI_Iallreduce``. After starting a layer's, the ones
-    still pending are tested: MPI moves a non-blocking collective forward only inside an
-    MPI call.
+    The flat gradient holds every layer's weights (in layer order), then every layer's
+    biases. Walking the layers in reverse, the order the backward pass writes them, a
+    bucket closes at layer ``i`` once the weights of the layers since the last bucket
+    reach ``bucket_bytes``: it is the contiguous range from layer ``i``'s weights to the
+    previous bucket's start. The first layer closes the last bucket, which also takes
+    every bias (contiguous, few, and all final only then). Each closed bucket is one
+    ``MPI_Iallreduce``, started when its lowest layer reports; the ones still pending are
+    then tested, since MPI moves a non-blocking collective forward only inside an MPI
+    call. Calls come in the same order on every rank, and the layout (:attr:`layout`)
+    is part of the configuration the ranks compare.
+
+    Parameters
+    ----------
+    world : fastmom.distributed.World
+    net : Network
+    bucket_bytes : int, optional
+        Default :func:`fastmom.distributed.bucket_bytes`; 0: one bucket per layer.
     """
 
-    def __init__(self, world, net):
+    def __init__(self, world, net, bucket_bytes=None):
         self.world = world
-        grads = net.flat.grads
-        self.segments = [(grads[2 * i].reshape(-1), grads[2 * i + 1].reshape(-1)) for i in range(len(net.layers))]
-        self.pending = []
+        if bucket_bytes is None:
+            bucket_bytes = _dist.bucket_bytes()
+        grad, n_layers = net.flat.grad, len(net.layers)
+        sizes = [net.flat.grads[2 * i].size for i in range(n_layers)]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.buckets, self.layout, end = {}, [], int(starts[-1])
+        for i in reversed(range(n_layers)):
+            if i == 0:
+                ranges = [(0, end), (int(starts[-1]), grad.size)]  # the last weights, every bias
+            elif (end - starts[i]) * grad.itemsize >= bucket_bytes:
+                ranges = [(int(starts[i]), end)]
+            else:
+                continue
+            self.buckets[i] = [grad[a:b] for a, b in ranges if b > a]
+            self.layout.append([i, ranges])
+            end = int(starts[i])
+        self.pending, self.calls, self.n_layers = [], 0, n_layers
 
     def __call__(self, i):
-        """Layer ``i``'s gradients are written: start their all-reduce."""
-        self.pending.extend(self.world.iallreduce_sum(seg, op="gradient all-reduce") for seg in self.segments[i])
-        self.world.test(self.pending, op="gradient all-reduce")
+        """Layer ``i``'s gradients are written: start the bucket it closes, if any."""
+        self.calls += 1
+        started = [self.world.iallreduce_sum(seg, op="gradient all-reduce") for seg in self.buckets.get(i, ())]
+        if started:
+            self.pending.extend(started)
+            self.world.test(self.pending, op="gradient all-reduce")
 
     def finish(self):
         """Wait until every started all-reduce has finished (under the watchdog).
 
-        Raises RuntimeError unless every layer's segments were started: a network whose
-        backward pass skips the hook would otherwise train unreduced gradients."""
-        pending, self.pending = self.pending, []
-        if len(pending) != 2 * len(self.segments):
-            raise RuntimeError(f"the backward pass reported {len(pending) // 2} of {len(self.segments)} layers' "
-                               f"gradients to Network.gradient_ready; set FASTMOM_MPI_OVERLAP=0 for this network")
+        Raises RuntimeError unless every layer reported: a network whose backward pass
+        skips the hook would otherwise train unreduced gradients."""
+        pending, calls = self.pending, self.calls
+        self.pending, self.calls = [], 0
+        if calls != self.n_layers:
+            raise RuntimeError(f"the backward pass reported {calls} of {self.n_layers} layers' gradients to "
+                               f"Network.gradient_ready; set FASTMOM_MPI_OVERLAP=0 for this network")
         self.world.wait(pending, op="gradient all-reduce")
 
 

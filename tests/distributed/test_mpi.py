@@ -96,17 +96,22 @@ def test_n_ranks_give_the_single_process_iterates(tmp_path, single, n):
 @pytest.mark.parametrize("n", [2, 3])
 def test_overlapped_all_reduce_gives_the_single_all_reduce_iterates(tmp_path, n):
     """FASTMOM_MPI_OVERLAP=0 (one all-reduce of the whole gradient after the backward
-    pass) against the default (one per layer segment, started during it), float64."""
+    pass) against overlapped buckets started during it, float64: the default buckets
+    (the fc net's 2 layers: one) and one bucket per layer."""
     runs = {}
-    for overlap in ("0", "1"):
-        rc, text, reps = launch(n, tmp_path / overlap, "train", BASE, env={"FASTMOM_MPI_OVERLAP": overlap})
+    for name, env in {"single": {"FASTMOM_MPI_OVERLAP": "0"}, "default buckets": {},
+                      "per layer": {"FASTMOM_MPI_BUCKET_BYTES": "0"}}.items():
+        rc, text, reps = launch(n, tmp_path / name.replace(" ", "-"), "train", BASE, env=env)
         assert rc == 0 and sorted(reps) == list(range(n)), text
-        assert {rep["overlap"] for rep in reps.values()} == {overlap == "1"}
-        runs[overlap] = reps
-    for r in range(n):
-        assert runs["1"][r]["history"] and runs["1"][r]["step"] == runs["0"][r]["step"]
-        assert_same_training(runs["1"][r], runs["0"][r])
-        np.testing.assert_array_equal(runs["1"][r]["params"], runs["1"][0]["params"])
+        assert {rep["overlap"] for rep in reps.values()} == {name != "single"}
+        assert {rep["buckets"] for rep in reps.values()} == {{"single": 0, "default buckets": 1, "per layer": 2}[name]}
+        runs[name] = reps
+    for name in ("default buckets", "per layer"):
+        for r in range(n):
+            rep = runs[name][r]
+            assert rep["history"] and rep["step"] == runs["single"][r]["step"]
+            assert_same_training(rep, runs["single"][r])
+            np.testing.assert_array_equal(rep["params"], runs[name][0]["params"])
 
 
 def test_overlap_setting_that_differs_across_ranks_is_refused(tmp_path):

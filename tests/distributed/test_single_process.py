@@ -96,6 +96,33 @@ def test_overlap_refuses_a_backward_pass_that_skipped_layers():
         overlap.finish()
 
 
+@pytest.mark.parametrize("bucket_bytes, layout", [
+    # conv net, float64: conv1 500, conv2 20000, fc 64000, softmax 1000 weights; 170 biases
+    (64 * 1024, [[2, [(20500, 85500)]], [1, [(500, 20500)]], [0, [(0, 500), (85500, 85670)]]]),
+    (0, [[3, [(84500, 85500)]], [2, [(20500, 84500)]], [1, [(500, 20500)]], [0, [(0, 500), (85500, 85670)]]]),
+    (10**9, [[0, [(0, 85500), (85500, 85670)]]]),
+])
+def test_overlap_buckets_are_layer_aligned_and_cover_the_gradient_once(bucket_bytes, layout):
+    from fastmom.train.parallel import Overlap
+    net = _conv_net()
+    overlap = Overlap(World(), net, bucket_bytes)
+    assert overlap.layout == layout
+    grad, covered = net.flat.grad, np.zeros(net.flat.size, int)
+    for segments in overlap.buckets.values():
+        for seg in segments:  # views of the flat gradient: where do they start?
+            start = (seg.ctypes.data - grad.ctypes.data) // grad.itemsize
+            covered[start:start + seg.size] += 1
+    assert (covered == 1).all()
+
+
+def test_bucket_size_from_the_environment():
+    assert distributed.bucket_bytes({}) == distributed.DEFAULT_BUCKET_BYTES
+    assert distributed.bucket_bytes({"FASTMOM_MPI_BUCKET_BYTES": "0"}) == 0
+    for bad in ("-1", "1e5", "lots"):
+        with pytest.raises(ValueError, match="FASTMOM_MPI_BUCKET_BYTES"):
+            distributed.bucket_bytes({"FASTMOM_MPI_BUCKET_BYTES": bad})
+
+
 def test_overlap_is_on_unless_the_environment_turns_it_off():
     assert distributed.overlap_enabled({}) is True
     assert distributed.overlap_enabled({"FASTMOM_MPI_OVERLAP": "0"}) is False

@@ -106,7 +106,8 @@ def main(out, name, cfg):
         report["error"] = [type(exc).__name__, str(exc)]
     if trainer is not None:
         report.update(step=trainer.step, epoch=trainer.epoch, history=list(trainer.history),
-                      overlap=getattr(trainer._dp, "overlap", None) is not None)
+                      overlap=getattr(trainer._dp, "overlap", None) is not None,
+                      buckets=len(trainer._dp.overlap.layout) if getattr(trainer._dp, "overlap", None) else 0)
         np.save(os.path.join(out, f"rank{r}.npy"), trainer.net.backend.to_numpy(trainer.net.flat.data))
     with open(os.path.join(out, f"rank{r}.json"), "w") as f:
         json.dump(report, f, default=str)
