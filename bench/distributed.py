@@ -2,10 +2,15 @@
 
 Measured (``python bench/distributed.py``): training images/s of network3's conv net
 (float32, global mini-batch ``--batch``) for 1 rank x 2 threads against 2 ranks x 1
-thread (``mpirun``), each configuration ``--repeat`` times interleaved, medians; and the
-time of the per-step gradient all-reduce (343 KB) and of the cost/Ctrl-C all-reduce
-(2 doubles) between 2 ranks. Both ranks share one machine: this measures shared-memory
-MPI, not a network.
+thread (``mpirun``), the latter with the gradient all-reduce overlapped with the backward
+pass (the default: one ``Iallreduce`` per layer segment) and without
+(``FASTMOM_MPI_OVERLAP=0``: one ``Allreduce`` of the whole gradient after it), each
+configuration ``--repeat`` times interleaved, medians. Per training step of the last
+epoch: the gradient communication left on the critical path (without overlap, the whole
+all-reduce; with it, the time spent starting and testing the per-layer all-reduces
+inside the backward pass plus the wait after it). After training, the time of a
+blocking gradient all-reduce (343 KB) and of the cost/Ctrl-C all-reduce (2 doubles).
+Both ranks share one machine: this measures shared-memory MPI, not a network.
 
 Modeled (labelled as such in every output): a ring all-reduce of ``b`` bytes over ``N``
 nodes takes ``2(N-1)/N * b / bandwidth + 2(N-1) * latency`` (Patarasuk and Yuan,
@@ -46,6 +51,10 @@ LINKS = [
 #: Gradient bytes (float32) of the two nets the issue names.
 NETS = {"network3 conv net": 85_670 * 4, "chapter-6 best net (conv-dropout)": 1_672_570 * 4}
 NODES = [2, 4, 8, 16, 32, 64, 128, 256]
+#: Seconds of gradient communication in one step beyond which the step counts as stalled:
+#: a 343 KB all-reduce in shared memory takes ~0.1-0.2 ms, so a longer wait is for a peer
+#: that the operating system had descheduled.
+STALL = 2e-3
 
 
 def ring_allreduce_seconds(n, nbytes, bandwidth, latency):
@@ -67,6 +76,7 @@ def worker(args):
     n = (args.images // args.batch) * args.batch
     net = Network(build_layers(args.net, args.batch), args.batch, device="cpu", seed=0)
     trainer = Trainer(net, eta=0.01, momentum=0.9, progress=False, seed=1)
+    comm = _time_communication(trainer)
     hist = trainer.fit((x[:n], y[:n]), args.epochs)
     world = distributed.init()
     grad, scalars = net.flat.grad, np.zeros(2)
@@ -78,17 +88,66 @@ def worker(args):
             world.allreduce_sum(buf)
             times[name].append(time.perf_counter() - t0)
     if world.rank == 0:
+        last = n // args.batch  # the steps of the last epoch (the first pays for warm-up)
+        step_us = {k: 1e6 * float(np.median(v[-last:])) for k, v in comm.items()} if comm else None
+        if comm:  # steps that waited for a descheduled peer (a loaded machine), not for bytes
+            step_us["stalled_fraction"] = float(np.mean(np.array(comm["total"][-last:]) > STALL))
         print(json.dumps({"world_size": world.size, "threads": args.threads,
+                          "overlap": distributed.overlap_enabled() and world.size > 1,
                           "images_per_second": [r["images_per_second"] for r in hist],
                           "allreduce_us": {k: 1e6 * float(np.median(v)) for k, v in times.items()},
-                          "grad_bytes": int(grad.nbytes)}))
+                          "step_comm_us": step_us, "grad_bytes": int(grad.nbytes)}))
 
 
-def run_config(ranks, threads, args):
+def _time_communication(trainer):
+    """Record, per training step, the seconds the gradient all-reduce takes after the
+    backward pass (``wait``) and, with overlap, the seconds spent in the per-layer hook
+    during it (``hook``: starting and testing the ``Iallreduce``); None on one process.
+    Wraps the trainer's strategy: a benchmark's instrument, not the library's."""
+    from fastmom.train.parallel import DataParallel
+    dp = trainer._dp
+    if not isinstance(dp, DataParallel):
+        return None
+    record, hook = {"wait": [], "hook": [], "total": []}, [0.0]
+    reduce = dp.reduce
+
+    def timed_reduce(cost, sigint):
+        before = dp.gradient_wait
+        out = reduce(cost, sigint)
+        record["wait"].append(dp.gradient_wait - before)
+        record["hook"].append(hook[0])
+        record["total"].append(hook[0] + record["wait"][-1])
+        hook[0] = 0.0
+        return out
+
+    dp.reduce = timed_reduce
+    if dp.overlap is not None:
+        dp.overlap = _TimedOverlap(dp.overlap, hook)
+    return record
+
+
+class _TimedOverlap:
+    """An :class:`~fastmom.train.parallel.Overlap` whose hook calls add their seconds to
+    ``hook[0]``."""
+
+    def __init__(self, inner, hook):
+        self.inner, self.hook = inner, hook
+        self.layout = inner.layout
+
+    def __call__(self, i):
+        t0 = time.perf_counter()
+        self.inner(i)
+        self.hook[0] += time.perf_counter() - t0
+
+    def finish(self):
+        self.inner.finish()
+
+
+def run_config(ranks, threads, args, overlap=True):
     base = [sys.executable, os.path.abspath(__file__), "--worker", "--threads", str(threads),
             "--batch", str(args.batch), "--images", str(args.images), "--epochs", str(args.epochs),
             "--net", args.net]
-    env = dict(os.environ)
+    env = dict(os.environ, FASTMOM_MPI_OVERLAP="1" if overlap else "0")
     if ranks == 1:
         env["FASTMOM_DISTRIBUTED"] = "0"
         cmd = base
@@ -99,11 +158,15 @@ def run_config(ranks, threads, args):
     return json.loads(out.strip().splitlines()[-1])
 
 
+#: The measured configurations: key -> (ranks, threads, overlap).
+CONFIGS = {"1x2": (1, 2, False), "2x1": (2, 1, True), "2x1 no overlap": (2, 1, False)}
+
+
 def measure(args):
-    results = {"1x2": [], "2x1": []}
-    for _ in range(args.repeat):  # interleaved: a burst of load hits both alike
-        results["1x2"].append(run_config(1, 2, args))
-        results["2x1"].append(run_config(2, 1, args))
+    results = {key: [] for key in CONFIGS}
+    for _ in range(args.repeat):  # interleaved: a burst of load hits all alike
+        for key, (ranks, threads, overlap) in CONFIGS.items():
+            results[key].append(run_config(ranks, threads, args, overlap))
     summary = {}
     for key, runs in results.items():
         # the last epoch of each run (the first pays for warm-up), median over runs
@@ -111,7 +174,23 @@ def measure(args):
         summary[key] = {"images_per_second": float(np.median(ips)), "runs": ips,
                         "allreduce_us": {k: float(np.median([r["allreduce_us"][k] for r in runs]))
                                          for k in runs[0]["allreduce_us"]}}
+        if runs[0]["step_comm_us"]:
+            summary[key]["step_comm_us"] = {k: float(np.median([r["step_comm_us"][k] for r in runs]))
+                                            for k in runs[0]["step_comm_us"]}
+            summary[key]["step_comm_runs_us"] = [r["step_comm_us"]["total"] for r in runs]
     return summary
+
+
+def print_measured(measured):
+    for key, r in measured.items():
+        ranks, threads, _ = CONFIGS[key]
+        comm = r.get("step_comm_us")
+        per_step = (f"; per step, gradient communication on the critical path {comm['total']:.0f} us "
+                    f"(in the backward pass {comm['hook']:.0f} us + wait after it {comm['wait']:.0f} us; "
+                    f"{100 * comm['stalled_fraction']:.0f}% of steps over {1e3 * STALL:g} ms)" if comm else "")
+        print(f"MEASURED {key}: {ranks} rank(s) x {threads} thread(s): {r['images_per_second']:.0f} images/s "
+              f"(runs {', '.join(f'{v:.0f}' for v in r['runs'])}); blocking all-reduce: gradient "
+              f"{r['allreduce_us']['gradient']:.0f} us, cost {r['allreduce_us']['cost']:.0f} us{per_step}")
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -180,10 +259,7 @@ def main(argv=None):
     out = {}
     if not args.model_only:
         out["measured"] = measure(args)
-        for key, r in out["measured"].items():
-            print(f"MEASURED {key.replace('x', ' rank(s) x ')} thread(s): {r['images_per_second']:.0f} images/s "
-                  f"(runs {', '.join(f'{v:.0f}' for v in r['runs'])}); all-reduce: gradient "
-                  f"{r['allreduce_us']['gradient']:.0f} us, cost {r['allreduce_us']['cost']:.0f} us")
+        print_measured(out["measured"])
     if args.step_ms is None:
         best = run_config(1, 2, argparse.Namespace(**dict(vars(args), net="conv-dropout", images=500)))
         out["measured"]["conv-dropout 1x2"] = {"images_per_second": best["images_per_second"][-1]}
