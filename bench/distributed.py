@@ -256,6 +256,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.model_only and args.step_ms is None:
+        ap.error("--model-only needs --step-ms CONV BEST (the step times it would otherwise measure)")
     out = {}
     if not args.model_only:
         out["measured"] = measure(args)

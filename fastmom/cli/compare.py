@@ -1,7 +1,12 @@
 """``fastmom compare``: plain SGD and momentum from the same initial weights and data
-order, measured with the convergence suite's metrics."""
+order, measured with the convergence suite's metrics.
+
+Under ``mpirun`` each optimizer's run is data-parallel (the :class:`~fastmom.Trainer`'s
+doing); rank 0 alone prints the lines and the table and writes ``--json`` (whose
+``config`` has ``world_size``) and ``--plot``, while the other ranks wait for it."""
 from __future__ import annotations
 
+from .. import distributed
 from .._io import write_json
 from .output import Console, EpochLine, plot_curves
 from .prepare import check_outputs, load_data, network_factory, set_threads
@@ -23,7 +28,7 @@ def _runs(args):
 def run_compare(args):
     """``fastmom compare``; returns the exit status."""
     check_outputs(args)
-    console = Console(args.json, args.quiet)
+    console = Console(args.json, args.quiet or not distributed.is_main())  # rank 0 prints
     set_threads(args)
     tr, va, te = load_data(args, network3_accuracy=False)
     make_net = network_factory(args)
@@ -48,11 +53,16 @@ def run_compare(args):
         curves[label] = hist
     console.say()
     console.say(format_compare_table(results, args.target))
+    distributed.run_on_main(_write_outputs, args, results, curves)
+    return 0
+
+
+def _write_outputs(args, results, curves):
+    """``--json`` and ``--plot`` (on rank 0 under ``mpirun``)."""
     if args.json:
-        write_json(args.json, {"config": vars(args), "results": results})
+        write_json(args.json, {"config": dict(vars(args), world_size=distributed.world_size()), "results": results})
     if args.plot:
         plot_curves(args.plot, curves, f"SGD vs momentum ({args.dataset})")
-    return 0
 
 
 def format_compare_table(results, target):

@@ -1,5 +1,6 @@
 """``fastmom`` commands under ``mpirun``: Ctrl-C without ``--checkpoint-dir`` is decided by
-every rank together, and rank 0 alone writes the outputs.
+every rank together, and rank 0 alone prints and writes the outputs (``train``,
+``compare``).
 
 Skipped, as ``test_mpi.py``, without ``mpirun`` or mpi4py; every launch has a timeout.
 """
@@ -71,3 +72,21 @@ def test_ctrl_c_without_checkpoints_stops_every_rank_and_rank0_writes(tmp_path, 
     assert len(result["history"]) >= 1 and result["steps"] > 0
     from fastmom import Network
     Network.load(tmp_path / "m.npz")
+
+
+def test_compare_under_mpirun_prints_and_writes_once_and_matches_one_process(tmp_path):
+    flags = ("compare", "--net", "fc", "--dtype", "float64", "--epochs", "1", "--eta", "0.1", "--threads", "1")
+    env = dict(os.environ, FASTMOM_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "fastmom", *flags, "--json", tmp_path / "one.json"],
+                         capture_output=True, text=True, timeout=120, env=dict(env, FASTMOM_DISTRIBUTED="0"))
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(mpirun_fastmom(2, *flags, "--json", tmp_path / "two.json"), capture_output=True,
+                         text=True, timeout=180, env=env)
+    assert two.returncode == 0 and "Traceback" not in two.stderr, two.stdout + two.stderr
+    assert two.stdout.count("| optimizer |") == 1 and two.stdout.count("training SGD") == 1  # rank 0 alone
+    a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
+    assert a["config"]["world_size"] == 1 and b["config"]["world_size"] == 2
+    for x, y in zip(a["results"], b["results"], strict=True):
+        assert x["optimizer"] == y["optimizer"]
+        assert x["validation_by_epoch"] == y["validation_by_epoch"]  # counts all-reduced: exact
+        assert abs(x["cost_by_epoch"][0] - y["cost_by_epoch"][0]) < 1e-9
