@@ -11,12 +11,14 @@ Run ``python -m bench.gpu_model [--batches 10 64 256] [--n-sm 132] [--counts FIL
    Per kernel: global bytes asked for against 32-byte sectors touched (coalescing),
    shared-memory wavefronts against warp accesses (bank conflicts), the distinct
    global sectors (the launch's footprint), FMAs and launches. The counts are stored in
-   ``bench/gpu_model_counts.json`` (emulated batches 10, 32, 48, 64: about 1 s per image
-   on one core, ``--emulate 10 32 48 64`` refreshes them). Batches 256 and 1024 are
-   extrapolated linearly from the two largest (every count is an affine function of the
-   batch where the grid shapes are, or grow linearly with it: conv2's weight-gradient
+   ``bench/gpu_model_counts.json`` (emulated batches 10, 64, 132, 148, 164: about 0.7 s
+   per image on one core, ``--emulate 10 64 132 148 164`` refreshes them). Batches 256
+   and 1024 are extrapolated linearly from the two largest (every count is an affine
+   function of the batch where the grid shapes are, or grow linearly with it: the conv
+   forward's tiling is chosen per batch until its grid fills the 132 SMs, and is the
+   same from 132 images on (``fastmom/backends/cuda_plans.py``); conv2's weight-gradient
    split is 7 slices from batch 7 on, conv1's is one slice per image up to 264 images;
-   extrapolated from 32 and 48, the emulated 64 comes out within the 3% that
+   extrapolated from 132 and 148, the emulated 164 comes out within the 3% that
    ``tests/backends/test_cuda_memory.py`` checks; warp-access counts of grid-stride
    kernels step with whole passes). At 1024, conv1's split stops at 264 slices, so the
    extrapolation overstates its weight-gradient epilogue and finalize (a few per cent
@@ -237,8 +239,9 @@ def fmas(kernel, n, primitive):
     _, c, h, w, f, k, pool = next(s for s in CONV_NET if s[0] == name)
     oh, ow = h - k + 1, w - k + 1
     ph, pw = oh // pool, ow // pool
-    if kernel == "fm_conv_pool_fwd":  # whole filter groups of 8, over the pooled region
-        return n * (-(-f // 8) * 8) * c * k * k * (ph * pool) * (pw * pool)
+    if kernel == "fm_conv_pool_fwd":  # every launched lane of the plan: idle lanes and filter slots too
+        return cuda.Kernels(np, None, None, H100["sms"]).fwd_plan(n, c, h, w, f, k, k, ph, pw, pool, pool,
+                                                                  4)["fma_slots"]
     if kernel == "fm_conv_wgrad":  # one entry per pooled output, for whole filter groups
         plan = cuda.Kernels(np, None, None, H100["sms"]).wgrad_plan(n, c, h, w, f, k, k, ph, pw, 1, 4, 5)
         slots = -(-f // (plan["groups"] * cuda.WG_FILTERS)) * plan["groups"] * cuda.WG_FILTERS
@@ -308,13 +311,13 @@ def kernel_hash():
 
 def load_counts(path=COUNTS_FILE):
     """The stored emulated counts ``{batch: [launch, ...]}`` plus batch 256 and 1024
-    extrapolated (from the two largest emulated batches above 27, where every grid
-    shape is in its regime: fixed, or one conv1 weight-gradient slice per image)."""
+    extrapolated (from the two largest emulated batches, where every grid shape is in
+    its regime: fixed, or one conv1 weight-gradient slice per image)."""
     data = json.loads(pathlib.Path(path).read_text())
     if data.get("sources_sha256") != kernel_hash():
         print(f"note: {path.name} was counted from other kernel sources; refresh with --emulate", file=sys.stderr)
     counts = {int(n): c for n, c in data["counts"].items()}
-    big = sorted(n for n in counts if n >= 27)[-2:]
+    big = sorted(counts)[-2:]
     extrapolated = []
     for n in BATCHES:
         if n not in counts:
@@ -325,10 +328,10 @@ def load_counts(path=COUNTS_FILE):
 
 def _snapshot_key(kernel):
     """The model's name for a lint row: the float instance, 5x5 where there is a filter
-    size (network3's layers), e.g. ``fm_conv_wgrad<float, 5>`` -> ``fm_conv_wgrad``;
-    None for the other instances."""
+    size and 2x2 where there is a pool size too (network3's layers), e.g.
+    ``fm_conv_wgrad<float, 5>`` -> ``fm_conv_wgrad``; None for the other instances."""
     base, _, args = kernel.partition("<")
-    return base if args in ("float>", "float, 5>") else None
+    return base if args in ("float>", "float, 5>", "float, 5, 2>") else None
 
 
 def sass_table():
@@ -349,14 +352,20 @@ def sass_table():
 #: 2026-12: hottest loop (instructions, FMAs); used when the CUDA binary tools are not
 #: installed
 SASS_SNAPSHOT = {
-    "fm_bias_act": (275, 36), "fm_conv_dgrad": (238, 64), "fm_conv_pool_fwd": (188, 64),
+    "fm_bias_act": (275, 36), "fm_conv_dgrad": (238, 64), "fm_conv_pool_fwd": (510, 400),
     "fm_conv_wgrad": (216, 80), "fm_dense_dz_db": (24, 1), "fm_momentum_step": (132, 26),
     "fm_softmax_nll_bwd": (247, 20), "fm_softmax_nll_fwd": (125, 36),
 }
 
-#: the model of the previous backward (unpool + dense weight and input gradients, issue
-#: 13 before item 1), for the README's before/after: modeled step microseconds
-PREVIOUS_MODEL_US = {10: 132, 64: 303, 256: 952, 1024: 3556}
+#: the same model of earlier kernels, for the README's before/after: modeled step
+#: microseconds with the previous backward (unpool + dense weight and input gradients,
+#: issue 13 before item 1), and with the previous forward (one conv output per thread
+#: for 8 filters, pooled through shared memory: 2.9 instr/FMA; before item 2)
+PREVIOUS_MODELS_US = {
+    "the previous backward (unpool + dense gradients)": {10: 132, 64: 303, 256: 952, 1024: 3556},
+    "the previous forward (one conv output a thread, pooled in shared memory)": {10: 115, 64: 138, 256: 285,
+                                                                                  1024: 878},
+}
 
 
 def _pct(v):
@@ -408,8 +417,9 @@ def model_table(counts, extrapolated, sass, measured=None):
     gpu_only = {n: sum(m["gpu_s"] for m in per[n]) for n in sorted(counts)}
     lines.append("| **training step (modeled)** | " + " | ".join(f"**{totals[n] * 1e6:.0f}**" for n in sorted(counts))
                  + " |")
-    lines.append("| the same model with the previous backward (unpool + dense gradients) | "
-                 + " | ".join(str(PREVIOUS_MODEL_US.get(n, "-")) for n in sorted(counts)) + " |")
+    for label, prev in PREVIOUS_MODELS_US.items():
+        lines.append(f"| the same model with {label} | " + " | ".join(str(prev.get(n, "-")) for n in sorted(counts))
+                     + " |")
     lines.append("| our kernels' GPU time alone (no launch floor) | "
                  + " | ".join(f"{gpu_only[n] * 1e6:.1f}" for n in sorted(counts)) + " |")
     lines.append("| launches + library calls | " + " | ".join(f"{len(per[n])} + {len(libs[n])}" for n in sorted(counts))
@@ -428,7 +438,7 @@ def model_table(counts, extrapolated, sass, measured=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emulate", type=int, nargs="*", metavar="BATCH",
-                    help="count these batches on the emulation now (slow: about 9 s per image on one core) "
+                    help="count these batches on the emulation now (slow: about 0.7 s per image on one core) "
                          "and store them in --counts")
     ap.add_argument("--counts", type=pathlib.Path, default=COUNTS_FILE)
     ap.add_argument("--measured", type=pathlib.Path, help="gpu_table.json of bench.gpu_table: a measured row")

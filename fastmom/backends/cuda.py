@@ -10,19 +10,21 @@ CuPy is optional: this module imports without it, and :func:`is_available` then
 says why the backend cannot be used. The host-side logic (argument checks, launch
 shapes, workspaces) lives in :class:`Kernels`, which is parameterised by the array
 module and a launch function, so that :mod:`fastmom.backends.cuda_emulation` runs exactly
-this code on NumPy arrays with the kernels compiled for the CPU.
+this code on NumPy arrays with the kernels compiled for the CPU; the conv kernels'
+launch plans are in :mod:`fastmom.backends.cuda_plans`.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import math
 import pathlib
 
 import numpy as np
 
 from .. import activations as _activations
 from . import _checks
+from .cuda_plans import (DG_CHANNELS, FWD_FILTERS, FWD_INSTANCES, GRID_LIMITS, SHARED_LIMIT,  # noqa: F401
+                         WG_FILTERS, WG_LANES, WG_RED, Plans, _ceil_div, grid)
 
 name = "cuda"
 
@@ -32,14 +34,19 @@ KERNELS = (
     "fm_bias_act", "fm_dense_dz_db", "fm_apply_mask", "fm_bernoulli_mask",
     "fm_softmax_nll_fwd", "fm_softmax_nll_bwd", "fm_momentum_step", "fm_sum_squares",
 )
-#: kernels with a second template argument, the filter size K of a compile-time K x K
-#: filter (0: any size), and the K instantiated
-FILTER_SIZES = {"fm_conv_wgrad": (5, 0), "fm_conv_dgrad": (5, 0)}
+#: kernels with more template arguments, and the values instantiated: the filter size K
+#: of a compile-time K x K filter (0: any size); for the forward, (K, P) with a
+#: compile-time P x P pool too ((0, 0): any filter and pool)
+FILTER_SIZES = {"fm_conv_wgrad": (5, 0), "fm_conv_dgrad": (5, 0),
+                "fm_conv_pool_fwd": (*FWD_INSTANCES, (0, 0))}
 
 
 def name_expression(kernel, ctype, k=None):
-    """``fm_x<float>``, or ``fm_x<float, 5>`` with a filter size ``k``."""
-    return f"{kernel}<{ctype}>" if k is None else f"{kernel}<{ctype}, {k}>"
+    """``fm_x<float>``, or ``fm_x<float, 5>`` with a filter size ``k`` (``fm_x<float, 5,
+    2>`` with a tuple ``k``)."""
+    if k is None:
+        return f"{kernel}<{ctype}>"
+    return f"{kernel}<{ctype}, {', '.join(map(str, k)) if isinstance(k, tuple) else k}>"
 
 
 #: the template instantiations compiled by RawModule (importable without CuPy)
@@ -50,14 +57,7 @@ SOURCES = ("conv.cu", "conv_backward.cu", "dense.cu", "optim.cu")
 #: compiler options shared by NVRTC (at run time) and nvcc (the CI compile check)
 COMPILE_OPTIONS = ("-std=c++17",)
 
-CONV_FG = 8         # filters per block of the conv forward (fm::CONV_FG in conv.cu)
-# conv_backward.cu's fm:: constants: filters per thread, lanes per unit and values per
-# reduction round of fm_conv_wgrad; input channels per thread of fm_conv_dgrad
-WG_FILTERS, WG_LANES, WG_RED, DG_CHANNELS = 4, 32, 8, 8
 _THREADS = 256      # block size of the 1-D kernels (a power of two: fm::block_sum)
-SHARED_LIMIT = 48 * 1024
-#: CUDA's grid limits (every compute capability fastmom supports): gridDim.x, .y, .z
-GRID_LIMITS = (2**31 - 1, 65535, 65535)
 
 
 def source_dir() -> pathlib.Path:
@@ -100,32 +100,7 @@ def _ctype(dtype):
     raise TypeError(f"no CUDA kernels for dtype {dt}")
 
 
-def _ceil_div(a, b):
-    return -(-a // b)
-
-
-def grid(kernel, x, y=1, z=1, what=("elements", "rows", "images")):
-    """The launch grid ``(x, y, z)`` of ``kernel``, checked against :data:`GRID_LIMITS`.
-
-    Every launch shape is built here, before the primitive launches anything, so an
-    oversized problem (e.g. a ``mini_batch_size`` over 65535 on the conv kernels,
-    whose gridDim.z is the batch) is a ValueError naming the limit instead of a
-    launch failure half-way through a pass.
-
-    Parameters
-    ----------
-    what : tuple of str
-        What each grid dimension counts, for the message.
-    """
-    dims = tuple(int(v) for v in (x, y, z))
-    for axis, (v, limit, name) in enumerate(zip(dims, GRID_LIMITS, what)):
-        if not 1 <= v <= limit:
-            raise ValueError(f"{kernel}: gridDim.{'xyz'[axis]} would be {v} ({name}), outside CUDA's "
-                             f"limit of 1..{limit}; split the problem (e.g. a smaller mini_batch_size)")
-    return dims
-
-
-class Kernels:
+class Kernels(Plans):
     """Host side of the CUDA kernels: checks, launch shapes, workspaces.
 
     Parameters
@@ -189,32 +164,18 @@ class Kernels:
 
     # -- convolution + max-pool ------------------------------------------------------
 
-    @staticmethod
-    def conv_tiles(PH, PW, ph, pw):
-        """Pooled outputs per block ``(tph, tpw)``: about 16x16 conv outputs, one per thread."""
-        tph = max(1, min(PH, 16 // ph))
-        tpw = max(1, min(PW, 16 // pw))
-        if tph * ph * tpw * pw > 1024:
-            raise ValueError(f"the cuda backend supports pool windows of at most 1024 elements, got {ph}x{pw}")
-        return tph, tpw
-
     def conv_pool_forward(self, x, w, b, poolsize, act, y, argmax, pool_ties="first"):
+        """Fused conv + max-pool + bias + activation (``conv.cu``): one launch of
+        fm_conv_pool_fwd, shaped by :meth:`fwd_plan`."""
         n, c, h, wd, f, kh, kw, oh, ow, PH, PW = _checks.conv_pool_forward(
             x, w, b, poolsize, act, y, argmax, pool_ties, xp=self.xp)
         ph, pw = _checks.pool(poolsize)
-        tph, tpw = self.conv_tiles(PH, PW, ph, pw)
-        th, tw = tph * ph, tpw * pw
-        shared = ((th + kh - 1) * (tw + kw - 1) + CONV_FG * kh * kw + CONV_FG * th * tw) * x.itemsize
-        if shared > SHARED_LIMIT:
-            raise ValueError(f"filter {kh}x{kw} with pool {ph}x{pw} needs {shared} bytes of shared memory "
-                             f"per block, over the {SHARED_LIMIT} the cuda backend uses")
-        g = grid("fm_conv_pool_fwd", _ceil_div(PH, tph) * _ceil_div(PW, tpw), _ceil_div(f, CONV_FG), n,
-                 ("output tiles", "filter groups", "images"))
+        p = self.fwd_plan(n, c, h, wd, f, kh, kw, PH, PW, ph, pw, x.itemsize)
         i32 = np.int32
-        self.launch("fm_conv_pool_fwd", x.dtype, g, (th * tw,),
-                    (x, w, b, y, argmax, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), i32(PH), i32(PW),
-                     i32(ph), i32(pw), i32(tph), i32(tpw), i32(_activations.code(act)),
-                     i32(pool_ties == "all")), shared)
+        self.launch("fm_conv_pool_fwd", x.dtype, p["grid"], p["block"],
+                    (x, w, b, y, argmax, *(i32(v) for v in (c, h, wd, f, kh, kw, PH, PW, ph, pw)),
+                     *(i32(p[a]) for a in ("tph", "tpw", "gb", "cc", "xstride", "wstride")),
+                     i32(_activations.code(act)), i32(pool_ties == "all")), p["shared"], p["k"])
 
     def conv_pool_backward(self, x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties="first"):
         """Weight, bias and input gradients from the pooled gradient and the argmax
@@ -244,54 +205,6 @@ class Kernels:
             self.launch("fm_conv_dgrad", dt, dg["grid"], dg["block"],
                         (y, argmax, dy, w, dx, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), *pool_args,
                          *(i32(dg[a]) for a in ("th", "tw", "fq"))), dg["shared"], k)
-
-    def wgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, entries, itemsize, k):
-        """Launch shape and staging sizes of fm_conv_wgrad (see its comment in
-        ``conv_backward.cu``): units of WG_FILTERS filters x a row chunk of taps (the
-        whole row of a compiled k x k filter, else chunks of 4), whole filter rows a
-        block, at most 16 warps; the batch split so that about 4 blocks per SM share the
-        sums; about 128 entries a stage."""
-        tw = k or 4
-        chunks = _ceil_div(kw, tw)                # warps per filter row
-        if chunks > 16:
-            raise ValueError(f"the cuda backend's weight gradient takes filters up to {16 * tw} taps wide, got {kw}")
-        rows = min(kh, 16 // chunks)              # filter rows a block
-        upb = rows * chunks                       # warps a filter group in a block
-        nfg = _ceil_div(f, WG_FILTERS)
-        groups = _ceil_div(nfg, _ceil_div(nfg, max(1, 16 // upb)))  # filter groups a block, balanced
-        blocks = _ceil_div(nfg, groups) * c * _ceil_div(kh, rows)
-        nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, blocks)))
-        per_image = PH * PW * entries
-        nb_max = max(1, min(_ceil_div(n, nsplit), _ceil_div(128, per_image)))
-        planes = _ceil_div((nb_max * h * wd + tw - 1) * itemsize, 16) * 16
-        entry = 2 * itemsize                      # fm::PoolEntry<T>: the value and an int, padded
-        ec = min(nb_max * per_image, (SHARED_LIMIT - planes) // (groups * WG_FILTERS * entry))
-        if ec < 1:
-            raise ValueError(f"the cuda backend's weight gradient stages whole {h}x{wd} input planes in shared "
-                             f"memory; one needs {planes} bytes, over the {SHARED_LIMIT} it uses")
-        warps = groups * upb
-        epilogue = (warps * WG_RED * (WG_LANES + 1) + groups * WG_FILTERS * (rows * kw + 1)) * itemsize
-        shared = max(planes + groups * WG_FILTERS * ec * entry, epilogue)
-        g = grid("fm_conv_wgrad", blocks, nsplit, 1, ("filter-channel-row blocks", "batch slices", ""))
-        return dict(grid=g, block=(WG_LANES * warps,), shared=shared, nsplit=nsplit, groups=groups, upb=upb,
-                    nb_max=nb_max, ec=ec)
-
-    def dgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, itemsize):
-        """Launch shape of fm_conv_dgrad: tiles of up to 256 pixels (rows of up to 32),
-        DG_CHANNELS channels a block, up to 16 filters staged at a time."""
-        tw = min(wd, 32)
-        th = min(h, max(1, 256 // tw))
-        # the most windows that can reach a tile, and their entries
-        nent = min(PH, (th + kh - 2) // ph + 2) * min(PW, (tw + kw - 2) // pw + 2) * entries
-        weights = kh * kw * (DG_CHANNELS + 1) * itemsize
-        fq = min(f, 16, (SHARED_LIMIT - 16) // (weights + nent * 2 * itemsize))
-        if fq < 1:
-            raise ValueError(f"filter {kh}x{kw} with pool {ph}x{pw}: one filter's input-gradient stage is over "
-                             f"the {SHARED_LIMIT} bytes of shared memory the cuda backend uses")
-        shared = _ceil_div(fq * weights, 16) * 16 + fq * nent * 2 * itemsize
-        g = grid("fm_conv_dgrad", _ceil_div(h, th) * _ceil_div(wd, tw), _ceil_div(c, DG_CHANNELS), n,
-                 ("pixel tiles", "channel groups", "images"))
-        return dict(grid=g, block=(th * tw,), shared=shared, th=th, tw=tw, fq=fq)
 
     # -- dense -----------------------------------------------------------------------
 

@@ -137,10 +137,12 @@ def test_no_kernel_spills_registers(sass_rows):
 
 #: the most instructions per FMA allowed in a conv kernel's hottest loop: issue 13's
 #: target, 4, for every instance (the general weight gradient's FMAs include the taps
-#: of a 4-tap chunk past a filter row's end, computed and dropped)
-INSTR_PER_FMA_LIMITS = {f"fm_conv_{k}<{t}{v}>": 4 for t in ("float", "double")
-                        for k, v in (("pool_fwd", ""), ("wgrad", ", 5"), ("wgrad", ", 0"), ("dgrad", ", 5"),
-                                     ("dgrad", ", 0"))}
+#: of a 4-tap chunk past a filter row's end, computed and dropped); the register-blocked
+#: forward is held to its own goal, 2 (sm_90, nvcc 13: 1.3 for the 5x5/2x2 instance,
+#: 1.9 and 2.0 for the general float and double ones)
+INSTR_PER_FMA_LIMITS = {f"fm_conv_{k}<{t}{v}>": 2 if k == "pool_fwd" else 4 for t in ("float", "double")
+                        for k, v in (("pool_fwd", ", 5, 2"), ("pool_fwd", ", 0, 0"), ("wgrad", ", 5"),
+                                     ("wgrad", ", 0"), ("dgrad", ", 5"), ("dgrad", ", 0"))}
 
 
 def test_conv_hot_loops_within_their_instruction_budget(sass_rows):
