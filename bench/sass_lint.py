@@ -10,7 +10,8 @@ Shared bytes are the static shared memory (sm_90 adds 1 KiB reserved per block);
 hottest loop is the innermost loop (a backward branch whose body holds no other
 backward branch) with the most FFMA/DFMA; "instr/FMA" is its instruction count over
 its FMA count. tests/backends/test_cuda_compile.py enforces no spills anywhere and a
-budget per conv kernel instance (issue 13's target, 4, for the 5x5 and forward ones).
+budget per conv kernel instance (issue 13's target, 4; 2 for the register-blocked
+forward's instances).
 """
 from __future__ import annotations
 
