@@ -167,6 +167,6 @@ def run_train(args):
                               "nothing saved (--save, --json and --checkpoint-dir keep the work)"))
         return INTERRUPTED
     written = _write_outputs(args, trainer, resumed_from, trainer.last_checkpoint)
-    if written:
+    if written and distributed.is_main():
         Console.always(f"fastmom: wrote {', '.join(written)}")
     return 0

@@ -239,6 +239,7 @@ def test_cli_under_mpirun_matches_one_process_and_records_world_size(tmp_path):
                          capture_output=True, text=True, timeout=180)
     assert two.returncode == 0, two.stdout + two.stderr
     assert two.stdout.count("Finished training network.") == 1  # rank 0 prints
+    assert two.stderr.count("fastmom: wrote history") == 1
     a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("one", "two"))
     assert a["config"]["world_size"] == 1 and b["config"]["world_size"] == 2
     for x, y in zip(a["history"], b["history"], strict=True):
