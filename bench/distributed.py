@@ -139,6 +139,12 @@ class _TimedOverlap:
         self.inner(i)
         self.hook[0] += time.perf_counter() - t0
 
+    def arm(self):
+        self.inner.net.gradient_ready = self  # the inner hook disarms itself after layer 0
+
+    def disarm(self):
+        self.inner.disarm()
+
     def finish(self):
         self.inner.finish()
 

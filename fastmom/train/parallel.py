@@ -140,6 +140,8 @@ class DataParallel(Local):
         """Refuse to train unless every rank has the same configuration, parameters and
         data (:class:`~fastmom.distributed.ConfigurationMismatch` on all ranks)."""
         net, opt = self.net, trainer.optimizer
+        if self.overlap is not None:
+            self.overlap.disarm()  # what a step that raised inside its backward pass left
         spec = {k: v for k, v in net.spec().items() if k not in ("seed_entropy", "dropout_rng", "device")}
         data = {"training": (run.x, run.y), "validation": run.validation, "test": run.test}
         self.world.check_same({
@@ -164,7 +166,7 @@ class DataParallel(Local):
         start = j * self.batch + self.offset
         self._step = step
         if self.overlap is not None:
-            self.net.gradient_ready = self.overlap  # for this step's backward pass only
+            self.overlap.arm()  # for this step's backward pass only
         return slice(start, start + self.local)
 
     def reduce(self, cost, sigint):
@@ -173,7 +175,6 @@ class DataParallel(Local):
         grad, n = self.net.flat.grad, self.world_size
         t0 = time.perf_counter()
         if self.overlap is not None:
-            self.net.gradient_ready = None  # nothing else may start collectives from a backward pass
             self.overlap.finish()
         else:
             self.world.allreduce_sum(grad, op="gradient all-reduce")
@@ -246,7 +247,7 @@ class Overlap:
     """
 
     def __init__(self, world, net, bucket_bytes=None):
-        self.world = world
+        self.world, self.net = world, net
         if bucket_bytes is None:
             bucket_bytes = _dist.bucket_bytes()
         grad, n_layers = net.flat.grad, len(net.layers)
@@ -265,8 +266,21 @@ class Overlap:
             end = int(starts[i])
         self.pending, self.calls, self.n_layers = [], 0, n_layers
 
+    def arm(self):
+        """Be the network's ``gradient_ready`` for its next backward pass (only: the first
+        layer's report disarms it, so that no other backward pass, a user's
+        ``cost_and_gradients`` between steps say, starts collectives on one rank)."""
+        self.net.gradient_ready = self
+
+    def disarm(self):
+        """Leave the network alone and forget the requests of an unfinished step."""
+        self.net.gradient_ready = None
+        self.pending, self.calls = [], 0
+
     def __call__(self, i):
         """Layer ``i``'s gradients are written: start the bucket it closes, if any."""
+        if i == 0:
+            self.net.gradient_ready = None  # the backward pass is over
         self.calls += 1
         started = [self.world.iallreduce_sum(seg, op="gradient all-reduce") for seg in self.buckets.get(i, ())]
         if started:

@@ -84,6 +84,22 @@ def test_gradient_ready_reports_each_layer_once_its_gradient_is_final():
     assert len(seen) == len(net.layers)
 
 
+def test_overlap_hook_serves_one_backward_pass():
+    """Armed for a step, it hears every layer once and then leaves the network alone."""
+    from fastmom.train.parallel import Overlap
+    net = _conv_net()
+    x, y = np.random.default_rng(0).random((4, 1, 28, 28)), np.arange(4)
+    overlap = Overlap(World(), net)
+    overlap.arm()
+    net.train_step(x, y)
+    assert net.gradient_ready is None and overlap.calls == len(net.layers)
+    net.cost_and_gradients(x, y)  # another backward pass: not reported
+    overlap.finish()
+    overlap.arm()
+    overlap.disarm()
+    assert net.gradient_ready is None and overlap.calls == 0
+
+
 def test_overlap_refuses_a_backward_pass_that_skipped_layers():
     from fastmom.train.parallel import Overlap
     net = _conv_net()
