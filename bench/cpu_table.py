@@ -2,8 +2,8 @@
 
 Usage, from the repository root (``python bench/cpu_table.py ...`` works too)::
 
-    python -m bench.cpu_table [--quick] [--threads N] [--isa LEVEL] [--json out.json]
-                              [--markdown out.md]
+    python -m bench.cpu_table [--quick] [--threads N] [--isa LEVEL] [--only SECTIONS]
+                              [--json out.json] [--markdown out.md]
 
 The header names the instruction-set level the kernels dispatched to (``--isa`` forces a
 lower one, as ``FASTMOM_ISA`` does) and the measured sgemm ceiling of this machine on one
@@ -54,7 +54,11 @@ if not any(_USER_OMP_ENV.values()):
     os.environ["GOMP_SPINCOUNT"] = "300000"
 
 
-def torch_alone(threads, rounds, min_time):
+#: The table's sections, in order (``--only`` picks some).
+SECTIONS = ("kernels", "steps", "chapter6", "momentum")
+
+
+def torch_alone(threads, rounds, min_time, sections=SECTIONS):
     """Train/infer medians of PyTorch in a fresh process with its own threading defaults."""
     import subprocess
     env = dict(os.environ)
@@ -62,26 +66,26 @@ def torch_alone(threads, rounds, min_time):
         if value is None:
             env.pop(key, None)
     cmd = [sys.executable, "-m", "bench.cpu_table", "--torch-alone", "--threads", str(threads),
-           "--rounds", str(rounds), "--min-time", str(min_time)]
+           "--rounds", str(rounds), "--min-time", str(min_time), "--only", ",".join(sections)]
     return json.loads(subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True,
                                      text=True).stdout)
 
 
-def _torch_alone_main(threads, rounds, min_time):
+def _torch_alone_main(threads, rounds, min_time, sections):
     res = {}
-    for batch in (10, 64, 256):
+    for batch in (10, 64, 256) if "steps" in sections else ():
         train, infer = {}, {}
         for key, cl in (("torch", False), ("torch_cl", True)):
             train[key], infer[key] = C.torch_step(batch, cl, threads)
         res[str(batch)] = {"train": C.measure(train, min_time=min_time * 3, rounds=rounds),
                            "infer": C.measure(infer, min_time=min_time * 3, rounds=rounds)}
-    for batch in CHAPTER6_BATCHES:
+    for batch in CHAPTER6_BATCHES if "chapter6" in sections else ():
         train, infer = {}, {}
         for key, cl in (("torch", False), ("torch_cl", True)):
             train[key], infer[key] = torch_chapter6(batch, cl, threads)
         res[f"chapter6 {batch}"] = {"train": C.measure(train, min_time=min_time * 3, rounds=rounds),
                                     "infer": C.measure(infer, min_time=min_time * 3, rounds=rounds)}
-    for label, src, _ in _momentum_sizes():
+    for label, src, _ in _momentum_sizes() if "momentum" in sections else ():
         res[label] = C.measure({"torch_fused": C.torch_momentum_problem(src, fused=True)},
                                min_time=min_time, rounds=rounds)["torch_fused"]
     print(json.dumps(res))
@@ -201,6 +205,14 @@ def best_ratio(r):
     return f"{tb / r['cpu']:.2f}x" if tb else "-"
 
 
+def _sections(text):
+    """``--only``'s value: known section names, in the table's order."""
+    names = {x.strip() for x in text.split(",") if x.strip()}
+    if not names or names - set(SECTIONS):
+        raise argparse.ArgumentTypeError(f"sections are {', '.join(SECTIONS)}; got {text!r}")
+    return tuple(x for x in SECTIONS if x in names)
+
+
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and no batch-256 reference")
@@ -208,6 +220,8 @@ def _parse(argv):
     ap.add_argument("--isa", choices=("baseline", "avx2", "avx512"), default=None,
                     help="run the kernels at this instruction-set level (default: the "
                          "highest this CPU runs; FASTMOM_ISA does the same)")
+    ap.add_argument("--only", type=_sections, default=SECTIONS, metavar="SECTIONS",
+                    help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--torch-alone", action="store_true", help=argparse.SUPPRESS)
@@ -417,7 +431,7 @@ def _momentum(t, alone):
 def main(argv=None):
     args = _parse(argv)
     if args.torch_alone:  # the child of torch_alone(): no fastmom in this process
-        return _torch_alone_main(args.threads, args.rounds, args.min_time)
+        return _torch_alone_main(args.threads, args.rounds, args.min_time, args.only)
 
     from fastmom.backends import cpu
     if cpu.is_available() is not True:
@@ -431,13 +445,14 @@ def main(argv=None):
             sys.exit(f"--isa {args.isa}: {e}")
     t = _Table(args, argv, threads)
     _header(t)
-    _kernels(t)
-    _steps(t)
-    _chapter6(t)
-    alone = torch_alone(threads, t.rounds, t.min_time) if t.have_torch else None
-    if t.have_torch:
+    for name, section in (("kernels", _kernels), ("steps", _steps), ("chapter6", _chapter6)):
+        if name in args.only:
+            section(t)
+    alone = torch_alone(threads, t.rounds, t.min_time, args.only) if t.have_torch else None
+    if t.have_torch and {"steps", "chapter6"} & set(args.only):
         _against_torch_alone(t, alone)
-    _momentum(t, alone)
+    if "momentum" in args.only:
+        _momentum(t, alone)
     text = "\n".join(t.lines) + "\n"
     C.write_outputs(text, t.out, args.markdown, args.json)
 
