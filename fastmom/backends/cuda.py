@@ -1,8 +1,9 @@
 """The ``cuda`` backend: CuPy arrays and the CUDA C++ kernels of ``kernels/cuda``.
 
 The kernels are templates on the element type, compiled once per process by
-``cupy.RawModule`` with :data:`NAME_EXPRESSIONS` (and cached on disk by CuPy). Dense
-products go through ``cupy.matmul`` (cuBLAS) with fused epilogue kernels. Every
+``cupy.RawModule`` with :data:`NAME_EXPRESSIONS` (and cached on disk by CuPy). The dense
+layers (:mod:`fastmom.backends.cuda_dense`) use our own kernels up to 32 rows and
+``cupy.matmul`` (cuBLAS) with fused epilogue kernels above. Every
 array, workspace and reported scalar stays on the device: ``softmax_nll_forward``
 returns 0-d device arrays, read by the host only when ``float()``/``int()`` asks.
 
@@ -25,20 +26,23 @@ from .. import activations as _activations
 from . import _checks
 from .cuda_plans import (DG_CHANNELS, FWD_FILTERS, FWD_INSTANCES, GRID_LIMITS, SHARED_LIMIT,  # noqa: F401
                          WG_FILTERS, WG_LANES, WG_RED, Plans, _ceil_div, grid)
+from .cuda_dense import DENSE_ROW_INSTANCES, DENSE_SMALL_ROWS, Dense, dense_regime  # noqa: F401
 
 name = "cuda"
 
 #: kernel templates launched by :class:`Kernels`, each instantiated for float and double
 KERNELS = (
     "fm_conv_pool_fwd", "fm_conv_wgrad", "fm_conv_wgrad_finalize", "fm_conv_dgrad",
-    "fm_bias_act", "fm_dense_dz_db", "fm_apply_mask", "fm_bernoulli_mask",
+    "fm_dense_small", "fm_dense_wgrad_small", "fm_bias_act", "fm_dense_dz_db", "fm_apply_mask", "fm_bernoulli_mask",
     "fm_softmax_nll_fwd", "fm_softmax_nll_bwd", "fm_momentum_step", "fm_sum_squares",
 )
 #: kernels with more template arguments, and the values instantiated: the filter size K
 #: of a compile-time K x K filter (0: any size); for the forward, (K, P) with a
-#: compile-time P x P pool too ((0, 0): any filter and pool)
+#: compile-time P x P pool too ((0, 0): any filter and pool); for the small-batch dense
+#: kernels, the rows R their sums keep in registers
 FILTER_SIZES = {"fm_conv_wgrad": (5, 0), "fm_conv_dgrad": (5, 0),
-                "fm_conv_pool_fwd": (*FWD_INSTANCES, (0, 0))}
+                "fm_conv_pool_fwd": (*FWD_INSTANCES, (0, 0)),
+                "fm_dense_small": DENSE_ROW_INSTANCES, "fm_dense_wgrad_small": DENSE_ROW_INSTANCES}
 
 
 def name_expression(kernel, ctype, k=None):
@@ -100,7 +104,7 @@ def _ctype(dtype):
     raise TypeError(f"no CUDA kernels for dtype {dt}")
 
 
-class Kernels(Plans):
+class Kernels(Plans, Dense):
     """Host side of the CUDA kernels: checks, launch shapes, workspaces.
 
     Parameters
@@ -120,10 +124,11 @@ class Kernels(Plans):
         self.xp, self._launch, self._address, self.n_sm = xp, launch, address, int(n_sm)
         self._ws = {}
         #: what the host side did, for tests and benchmarks: ``launches`` (kernels of
-        #: this module), ``library_calls`` (cuBLAS products, random draws),
-        #: ``allocations`` (arrays this object allocated) and ``syncs`` (device scalars
-        #: read by the host, each a wait for the stream)
-        self.counts = dict.fromkeys(("launches", "library_calls", "allocations", "syncs"), 0)
+        #: this module), ``library_calls`` (cuBLAS products, random draws), ``cublas``
+        #: (the cuBLAS products alone: none at small batch), ``allocations`` (arrays
+        #: this object allocated) and ``syncs`` (device scalars read by the host, each a
+        #: wait for the stream)
+        self.counts = dict.fromkeys(("launches", "library_calls", "cublas", "allocations", "syncs"), 0)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -205,27 +210,6 @@ class Kernels(Plans):
             self.launch("fm_conv_dgrad", dt, dg["grid"], dg["block"],
                         (y, argmax, dy, w, dx, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), *pool_args,
                          *(i32(dg[a]) for a in ("th", "tw", "fq"))), dg["shared"], k)
-
-    # -- dense -----------------------------------------------------------------------
-
-    def dense_forward(self, x, w, b, act, y, scale=1.0):
-        n, n_in, n_out = _checks.dense_forward(x, w, b, act, y, scale, xp=self.xp)
-        g = self._grid_1d("fm_bias_act", n * n_out)
-        self.counts["library_calls"] += 1
-        self.xp.matmul(x, w, out=y)
-        self.launch("fm_bias_act", x.dtype, g, (_THREADS,),
-                    (y, b, np.int64(n), np.int32(n_out), x.dtype.type(scale),
-                     np.int32(_activations.code(act))))
-
-    def dense_backward(self, x, w, y, dy, act, dw, db, dx):
-        n, n_in, n_out = _checks.dense_backward(x, w, y, dy, act, dw, db, dx, xp=self.xp)
-        dz = self.workspace("dense_dz", (n, n_out), x.dtype)
-        self.launch("fm_dense_dz_db", x.dtype, grid("fm_dense_dz_db", _ceil_div(n_out, 32)), (32, 8),
-                    (dy, y, dz, db, np.int32(n), np.int32(n_out), np.int32(_activations.code(act))))
-        self.counts["library_calls"] += 1 + (dx is not None)
-        self.xp.matmul(x.T, dz, out=dw)
-        if dx is not None:
-            self.xp.matmul(dz, w.T, out=dx)
 
     # -- dropout ---------------------------------------------------------------------
 
@@ -439,6 +423,68 @@ def set_rng_state(rng, state):
 def synchronize():
     """Wait for the current device's work (the trainer calls this before timing)."""
     _cupy().cuda.get_current_stream().synchronize()
+
+
+class CapturedStep:
+    """One training step captured into a CUDA graph by :func:`capture_step`.
+
+    :meth:`replay` launches the graph on :attr:`stream`: every kernel of the step with
+    the arguments of the capture (the same device arrays: copy each new batch into the
+    input buffers the capture read, with ``buffer[...] = batch`` on :attr:`stream`, or
+    inside the step before its first kernel). Nothing is allocated or read back by the
+    host in a replay; read the cost (a device scalar) only when reporting.
+    """
+
+    def __init__(self, graph, stream):
+        self.graph, self.stream = graph, stream
+
+    def replay(self):
+        self.graph.launch(self.stream)
+
+
+def capture_step(step, stream=None):
+    """Run ``step()`` once eagerly, then capture a second call into a CUDA graph.
+
+    ``step`` makes one training step's launches (forward, backward, momentum) on the
+    current stream, reading fixed device buffers. The eager call builds the workspaces
+    and compiles the kernels; the captured call must then allocate nothing, make no
+    cuBLAS call (at most :data:`DENSE_SMALL_ROWS` rows: the small-batch dense kernels)
+    and read nothing back on the host (each would be baked into the graph, refused by
+    CuPy, or a sync), which :attr:`Kernels.counts` checks.
+
+    Returns
+    -------
+    CapturedStep
+
+    Raises
+    ------
+    ValueError
+        When the capture allocated, called cuBLAS or synced; ``RuntimeError`` from CuPy
+        when it refused a call. The capture is always ended first (a stream left
+        capturing breaks every later launch on it).
+    """
+    cupy = _cupy()
+    s = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
+    k = kernels()
+    with s:
+        step()
+        s.synchronize()
+        before = dict(k.counts)
+        s.begin_capture()
+        try:
+            step()
+        except BaseException:
+            try:
+                s.end_capture()
+            except Exception:  # noqa: BLE001 - the failure invalidated the capture: report the failure
+                pass
+            raise
+        graph = s.end_capture()
+    grew = {c: k.counts[c] - before[c] for c in ("allocations", "cublas", "syncs") if k.counts[c] != before[c]}
+    if grew:
+        raise ValueError(f"the captured step made {grew}: not replayable as a CUDA graph (at most "
+                         f"{DENSE_SMALL_ROWS} rows per step avoid cuBLAS; workspaces come from the eager call)")
+    return CapturedStep(graph, s)
 
 
 def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first"):

@@ -156,3 +156,24 @@ def test_conv_hot_loops_within_their_instruction_budget(sass_rows):
     over = {k: f"{rows[k][0]}/{rows[k][1]}" for k, limit in INSTR_PER_FMA_LIMITS.items()
             if rows[k] is None or rows[k][0] > limit * rows[k][1]}
     assert not over, f"hot loops over their instructions-per-FMA budget on sm_90: {over}"
+
+
+#: the small-batch dense kernels' budget (kernels/cuda/dense.cu): the product's step loop
+#: is one shared broadcast load per FMA plus the weight's load (sm_90, nvcc 13: 2.3 at
+#: R = 32, 3.1 at R = 8); the weight gradient's adds its store and bounds test per row
+#: (2.4 at R = 32, 4.5 at R = 8, where a row is only 8 FMAs)
+DENSE_INSTR_PER_FMA_LIMITS = {f"fm_dense_{k}<{t}, {r}>": limit for t in ("float", "double") for r in (8, 16, 32)
+                              for k, limit in (("small", 4), ("wgrad_small", 5))}
+
+
+def test_dense_hot_loops_within_their_instruction_budget(sass_rows):
+    """The hottest loop of each small-batch dense kernel instance: at most
+    DENSE_INSTR_PER_FMA_LIMITS instructions per FMA (and found: a loop with FMAs)."""
+    if CXXFILT is None:
+        pytest.skip("c++filt not found: kernel instances cannot be named")
+    rows = {r["kernel"]: r["hottest_loop"] for r in sass_rows}
+    dense = {e for e in cuda.NAME_EXPRESSIONS if e.startswith(("fm_dense_small", "fm_dense_wgrad_small"))}
+    assert dense == set(DENSE_INSTR_PER_FMA_LIMITS), "a dense kernel instance without an instruction budget"
+    over = {k: f"{rows[k][0]}/{rows[k][1]}" if rows[k] else "no FMA loop" for k, limit in
+            DENSE_INSTR_PER_FMA_LIMITS.items() if rows[k] is None or rows[k][0] > limit * rows[k][1]}
+    assert not over, f"dense hot loops over their instructions-per-FMA budget on sm_90: {over}"

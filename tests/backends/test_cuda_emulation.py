@@ -175,15 +175,16 @@ def _emulated_backend(emu):
     return be
 
 
-def _tiny_net(backend, dtype=np.float64):
-    """A conv + FC + softmax net of batch 5 on 11x11 images, with its optimizer."""
+def _tiny_net(backend, dtype=np.float64, batch=5):
+    """A conv + FC + softmax net (network3's layer kinds) of ``batch`` on 11x11 images,
+    with its optimizer."""
     import fastmom
     from fastmom import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
 
-    layers = [ConvPoolLayer((4, 1, 3, 3), (5, 1, 11, 11), (2, 2), fastmom.ReLU),
+    layers = [ConvPoolLayer((4, 1, 3, 3), (batch, 1, 11, 11), (2, 2), fastmom.ReLU),
               FullyConnectedLayer(4 * 4 * 4, 9, fastmom.sigmoid),
               SoftmaxLayer(9, 10)]
-    net = Network(layers, 5, device="reference", dtype=dtype, seed=1)
+    net = Network(layers, batch, device="reference", dtype=dtype, seed=1)
     for layer in net.layers:
         layer.backend = backend
     net.backend = backend
@@ -213,21 +214,32 @@ def test_emulated_training_steps_match_reference():
     assert cuda.name == "cuda"
 
 
-# one training step of _tiny_net: conv forward 1; FC and softmax forward 1 each (bias +
-# activation after the cuBLAS product) + the softmax itself 1; softmax backward 1; dense
-# backward 1 per dense layer (2); conv backward 2 (partial and final weight gradient,
-# read from the argmax; no input gradient for the first layer); the momentum step 1
-LAUNCHES_PER_TINY_STEP = 1 + 2 + 1 + 1 + 2 + 2 + 1
-LIBRARY_CALLS_PER_TINY_STEP = 2 + 2 + 2  # cuBLAS: 2 forward products, 2 weight and 2 input gradients
+# one training step of _tiny_net, per dense regime. Both: conv forward 1, the softmax
+# itself 1, softmax backward 1, conv backward 2 (partial and final weight gradient, read
+# from the argmax; no input gradient for the first layer), the momentum step 1.
+# Small batch (our dense kernels, on 2 SMs): FC forward 2 (fm_dense_small over 64 inputs
+# in 2 slices + fm_bias_act adding them), softmax forward 1 (9 inputs: one slice, the
+# epilogue fused), each dense backward 2 (fm_dense_wgrad_small, then fm_dense_small for
+# the input gradient: one slice each); no cuBLAS. Above DENSE_SMALL_ROWS: FC and softmax
+# forward 1 each (fm_bias_act after the cuBLAS product), dense backward 1 each
+# (fm_dense_dz_db) + cuBLAS: 2 forward products, 2 weight and 2 input gradients.
+STEP_COUNTS = {10: dict(launches=1 + 2 + 1 + 1 + 1 + 2 + 2 + 2 + 1, cublas=0),
+               40: dict(launches=1 + 2 + 1 + 1 + 2 + 2 + 1, cublas=2 + 2 + 2)}
 
 
-def test_training_step_after_the_first_allocates_nothing():
+@pytest.mark.parametrize("batch", sorted(STEP_COUNTS))
+def test_training_step_after_the_first_allocates_nothing(batch):
     """The host code's counters over whole steps: a fixed launch count, no allocation,
-    no host sync once the first step has built the workspaces."""
+    no host sync once the first step has built the workspaces; and no cuBLAS call at a
+    small batch (10, like network3's), which makes the step capturable into a CUDA graph
+    (CuPy refuses cuBLAS under stream capture), while a batch over 32 keeps cuBLAS."""
+    from fastmom.backends import cuda_dense
+
+    assert cuda_dense.dense_regime(batch) == ("small" if batch <= 32 else "cublas")
     emu = ce.kernels(n_sm=2)
-    net, opt = _tiny_net(_emulated_backend(emu), np.float32)
-    r = rng_for("alloc")
-    xs, ys = net.prepare_data((r.random((5, 121)), r.integers(0, 10, 5)))
+    net, opt = _tiny_net(_emulated_backend(emu), np.float32, batch)
+    r = rng_for("alloc", batch)
+    xs, ys = net.prepare_data((r.random((batch, 121)), r.integers(0, 10, batch)))
     cost = net.train_step(xs, ys)  # warm-up: workspaces are allocated here
     opt.step()
     assert emu.counts["allocations"] > 0
@@ -237,8 +249,10 @@ def test_training_step_after_the_first_allocates_nothing():
     opt.step()
     after = dict(emu.counts)
     assert after["allocations"] == before["allocations"], "a training step after the first allocated"
-    assert after["launches"] - before["launches"] == LAUNCHES_PER_TINY_STEP
-    assert after["library_calls"] - before["library_calls"] == LIBRARY_CALLS_PER_TINY_STEP
+    assert after["launches"] - before["launches"] == STEP_COUNTS[batch]["launches"]
+    assert after["cublas"] - before["cublas"] == STEP_COUNTS[batch]["cublas"]
+    # the only library calls of this step are the cuBLAS products (dropout is off)
+    assert after["library_calls"] - before["library_calls"] == STEP_COUNTS[batch]["cublas"]
     assert after["syncs"] == before["syncs"]  # the cost stays on the device until read
     assert float(cost) != first  # the step moved the parameters
 

@@ -37,3 +37,40 @@ def test_training_run_matches_reference(sample):
 def _split(sample):
     (xtr, ytr), (xva, yva), _ = sample  # load_sample(): (training, validation, test) pairs
     return (np.asarray(xtr[:1000]), np.asarray(ytr[:1000])), (np.asarray(xva[:500]), np.asarray(yva[:500]))
+
+
+def test_captured_small_batch_step_replays_eager_steps():
+    """A batch-10 training step (no cuBLAS: the small-batch dense kernels) captured once
+    by ``cuda.capture_step`` and replayed on new batches copied into its input buffers
+    gives the parameters of the same steps run eagerly (float64)."""
+    import fastmom
+    from fastmom import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
+
+    def build():
+        net = Network([ConvPoolLayer((20, 1, 5, 5), (10, 1, 28, 28), (2, 2), fastmom.ReLU),
+                       FullyConnectedLayer(20 * 12 * 12, 100, fastmom.ReLU),
+                       SoftmaxLayer(100, 10)], 10, device="cuda", dtype=np.float64, seed=3)
+        return net, fastmom.optim.MomentumSGD(net, 0.03, 0.9, False, 0.1, 1000)
+
+    (net0, opt0), (net1, opt1) = build(), build()
+    rng = np.random.default_rng(0)
+    batches = [net0.prepare_data((rng.random((10, 784)), rng.integers(0, 10, 10))) for _ in range(3)]
+    xbuf, ybuf = cuda.xp.empty_like(batches[0][0]), cuda.xp.empty_like(batches[0][1])
+    xbuf[...], ybuf[...] = batches[0]
+
+    def step():
+        net1.train_step(xbuf, ybuf)
+        opt1.step()
+
+    captured = cuda.capture_step(step)  # one eager step on batch 0, then the capture (not run)
+    net0.train_step(*batches[0])
+    opt0.step()
+    for xb, yb in batches[1:]:
+        with captured.stream:
+            xbuf[...], ybuf[...] = xb, yb
+        captured.replay()
+        net0.train_step(xb, yb)
+        opt0.step()
+    captured.stream.synchronize()
+    np.testing.assert_allclose(cuda.to_numpy(net1.flat.data), cuda.to_numpy(net0.flat.data), rtol=1e-10,
+                               atol=1e-12)
