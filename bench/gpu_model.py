@@ -23,6 +23,10 @@ Run ``python -m bench.gpu_model [--batches 10 64 256] [--n-sm 132] [--counts FIL
    kernels step with whole passes). At 1024, conv1's split stops at 264 slices, so the
    extrapolation overstates its weight-gradient epilogue and finalize (a few per cent
    of that kernel's counts).
+   The dense layers take the cuda backend's regime for the batch
+   (``fastmom/backends/cuda_dense.py``): at batch 10 (at most 32 rows) our small-batch
+   kernels, emulated and counted like the conv kernels; from 64 on the cuBLAS products,
+   not emulated and modeled by :func:`library_calls`.
 2. ``model(...)`` turns the counts into a time per kernel and per step (a MODEL, not a
    measurement); printed as Markdown. ``bench/gpu_all.sh`` prints it beside the
    measured table on a GPU machine.
@@ -74,8 +78,9 @@ def conv_shapes(n):
 def emulated_step(n, n_sm=132, seed=0):
     """One training step at batch ``n`` on the emulation with memory statistics.
 
-    Returns ``[(primitive, LaunchMemory), ...]`` in launch order (the cuBLAS products
-    are NumPy here and are not in the list; see :func:`library_calls`).
+    Returns ``[(primitive, LaunchMemory), ...]`` in launch order (above 32 rows the
+    cuBLAS products are NumPy here and are not in the list, see :func:`library_calls`;
+    at most 32 the dense layers are our kernels and are).
     """
     from fastmom.backends import cuda_emulation as ce
 
@@ -166,7 +171,7 @@ def step_counts(n, n_sm=132):
 #: shared loads at most 2-way conflicted
 COALESCED_TARGET, WAYS_TARGET = 0.80, 2.0
 MAIN_SHARE = 0.10   # a site with this share of a kernel's sectors (shared accesses) is a main (hot) one
-FMA_KERNELS = ("fm_conv_pool_fwd", "fm_conv_dgrad", "fm_conv_wgrad")
+FMA_KERNELS = ("fm_conv_pool_fwd", "fm_conv_dgrad", "fm_conv_wgrad", "fm_dense_small", "fm_dense_wgrad_small")
 INSTR_PER_MEMORY_OP = 8  # assumption for loops the lint has no FMA loop for: index math per access
 
 
@@ -230,12 +235,28 @@ def _dgrad_candidates(h, w, k, pool, ph_count, pw_count):
     return sum(reach(h, ph_count)) * sum(reach(w, pw_count))
 
 
+def _dense_fmas(kernel, n, layer, direction):
+    """FMA slots of the small-batch dense kernels (``fastmom/backends/cuda_dense.py``):
+    every lane of a block does R (the rows' instance) per reduction step of its whole
+    32-step stages, padded rows and ragged tiles included."""
+    from fastmom.backends import cuda_dense as cd
+
+    _, i, o = next(d for d in DENSE if d[0] == layer)
+    r = cd.DENSE_ROW_INSTANCES[[n <= v for v in cd.DENSE_ROW_INSTANCES].index(True)]
+    if kernel == "fm_dense_wgrad_small":  # dw (i, o): 32 columns a block, 32 rows a stage
+        return -(-o // 32) * 32 * -(-i // cd.DS_TILE) * cd.DS_TILE * r
+    nred, nout = (i, o) if direction == "forward" else (o, i)  # backward: dx = dz @ w.T
+    return -(-nout // cd.DS_TILE) * 32 * -(-nred // cd.DS_TILE) * cd.DS_TILE * r
+
+
 def fmas(kernel, n, primitive):
     """FMA slots a conv compute kernel issues for network3's net at batch ``n`` (lanes
     that a bounds test or padding idles count: they take issue slots too)."""
     from fastmom.backends import cuda
 
     name = primitive.split()[0]
+    if kernel.startswith("fm_dense"):
+        return _dense_fmas(kernel, n, name, primitive.split()[1])
     _, c, h, w, f, k, pool = next(s for s in CONV_NET if s[0] == name)
     oh, ow = h - k + 1, w - k + 1
     ph, pw = oh // pool, ow // pool
@@ -282,7 +303,12 @@ def model(counts, n, sass=None, hw=H100):
 
 def library_calls(n, hw=H100):
     """The cuBLAS products of a step (not emulated): (label, seconds) each, from their
-    FLOPs at the FP32 peak, their bytes at HBM speed, or the per-call time."""
+    FLOPs at the FP32 peak, their bytes at HBM speed, or the per-call time. None in the
+    small-batch regime (at most 32 rows: our own kernels, emulated and counted)."""
+    from fastmom.backends import cuda_dense
+
+    if cuda_dense.dense_regime(n) == "small":
+        return []
     peak = hw["sms"] * hw["fp32_lanes"] * 2 * hw["clock_hz"]
     calls = []
     for name, i, o in DENSE:
@@ -329,8 +355,12 @@ def load_counts(path=COUNTS_FILE):
 def _snapshot_key(kernel):
     """The model's name for a lint row: the float instance, 5x5 where there is a filter
     size and 2x2 where there is a pool size too (network3's layers), e.g.
-    ``fm_conv_wgrad<float, 5>`` -> ``fm_conv_wgrad``; None for the other instances."""
+    ``fm_conv_wgrad<float, 5>`` -> ``fm_conv_wgrad``; for the small-batch dense kernels
+    the R = 16 instance (batch 10's rows, the only batch of the model in that regime);
+    None for the other instances."""
     base, _, args = kernel.partition("<")
+    if base in ("fm_dense_small", "fm_dense_wgrad_small"):
+        return base if args == "float, 16>" else None
     return base if args in ("float>", "float, 5>", "float, 5, 2>") else None
 
 
@@ -348,23 +378,27 @@ def sass_table():
     return dict(SASS_SNAPSHOT)
 
 
-#: ``python -m bench.sass_lint`` (sm_90, nvcc 13.0, float instances, 5x5 where templated),
-#: 2026-12: hottest loop (instructions, FMAs); used when the CUDA binary tools are not
-#: installed
+#: ``python -m bench.sass_lint`` (sm_90, nvcc 13.0, float instances, 5x5 where templated,
+#: R = 16 for the small-batch dense kernels), 2026-12: hottest loop (instructions, FMAs);
+#: used when the CUDA binary tools are not installed
 SASS_SNAPSHOT = {
-    "fm_bias_act": (275, 36), "fm_conv_dgrad": (238, 64), "fm_conv_pool_fwd": (510, 400),
+    "fm_bias_act": (234, 34), "fm_conv_dgrad": (238, 64), "fm_conv_pool_fwd": (510, 400),
     "fm_conv_wgrad": (216, 80), "fm_dense_dz_db": (24, 1), "fm_momentum_step": (132, 26),
+    "fm_dense_small": (41, 16), "fm_dense_wgrad_small": (52, 16),
     "fm_softmax_nll_bwd": (247, 20), "fm_softmax_nll_fwd": (125, 36),
 }
 
 #: the same model of earlier kernels, for the README's before/after: modeled step
 #: microseconds with the previous backward (unpool + dense weight and input gradients,
-#: issue 13 before item 1), and with the previous forward (one conv output per thread
-#: for 8 filters, pooled through shared memory: 2.9 instr/FMA; before item 2)
+#: issue 13 before item 1), with the previous forward (one conv output per thread
+#: for 8 filters, pooled through shared memory: 2.9 instr/FMA; before item 2), and with
+#: cuBLAS for the dense layers at batch 10 too (before item 3's small-batch kernels)
 PREVIOUS_MODELS_US = {
     "the previous backward (unpool + dense gradients)": {10: 132, 64: 303, 256: 952, 1024: 3556},
     "the previous forward (one conv output a thread, pooled in shared memory)": {10: 115, 64: 138, 256: 285,
                                                                                   1024: 878},
+    "cuBLAS dense layers at every batch (before the small-batch kernels)": {10: 113, 64: 126, 256: 221,
+                                                                             1024: 623},
 }
 
 
@@ -404,15 +438,16 @@ def model_table(counts, extrapolated, sass, measured=None):
     lines += [head, "|---" * (len(counts) + 1) + "|"]
     per = {n: model(counts[n], n, sass) for n in sorted(counts)}
     libs = {n: library_calls(n) for n in sorted(counts)}
-    keys = list(dict.fromkeys(f"{m['primitive']} / {m['kernel']}" for m in per[min(per)]))
+    # every batch's launches (the dense layers' kernels differ between the regimes)
+    keys = list(dict.fromkeys(f"{m['primitive']} / {m['kernel']}" for n in sorted(per) for m in per[n]))
     for key in keys:
         cells = []
         for n in sorted(counts):
             ms = [m for m in per[n] if f"{m['primitive']} / {m['kernel']}" == key]
-            cells.append(f"{sum(m['s'] for m in ms) * 1e6:.1f} ({ms[0]['bound']})")
+            cells.append(f"{sum(m['s'] for m in ms) * 1e6:.1f} ({ms[0]['bound']})" if ms else "-")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     cells = [f"{sum(t for _, t in libs[n]) * 1e6:.1f} ({len(libs[n])} calls)" for n in sorted(counts)]
-    lines.append("| dense products (cuBLAS, not emulated) | " + " | ".join(cells) + " |")
+    lines.append("| dense products (cuBLAS above 32 rows, not emulated) | " + " | ".join(cells) + " |")
     totals = {n: sum(m["s"] for m in per[n]) + sum(t for _, t in libs[n]) for n in sorted(counts)}
     gpu_only = {n: sum(m["gpu_s"] for m in per[n]) for n in sorted(counts)}
     lines.append("| **training step (modeled)** | " + " | ".join(f"**{totals[n] * 1e6:.0f}**" for n in sorted(counts))

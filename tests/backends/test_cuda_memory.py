@@ -141,3 +141,18 @@ def test_model_table_is_labelled_a_model():
     assert len(times) == 4 and times == sorted(times)  # a larger batch never takes less time
     rows = gpu_model.memory_rows(counts[64])
     assert {r["kernel"] for r in rows} >= {"fm_conv_pool_fwd", "fm_conv_dgrad", "fm_conv_wgrad"}
+
+
+def test_batch_10_step_has_no_cublas_and_coalesced_dense_kernels():
+    """network3's step at batch 10 (the stored counts): the dense layers are the
+    small-batch kernels (no cuBLAS call in the model), whose shared loads are conflict
+    free and whose main global accesses on the 640 -> 100 layer are at least 80%
+    coalesced (the 100 -> 10 softmax fills a third of a 32-lane tile: not held to it)."""
+    gpu_model = pytest.importorskip("bench.gpu_model")
+    counts, _ = gpu_model.load_counts()
+    assert gpu_model.library_calls(10) == [] and len(gpu_model.library_calls(64)) == 6
+    rows = [r for r in gpu_model.memory_rows(counts[10]) if r["kernel"].startswith("fm_dense")]
+    assert {r["kernel"] for r in rows} == {"fm_dense_small", "fm_dense_wgrad_small"}
+    assert all(r["worst_shared_ways"] == 1.0 for r in rows)
+    fc = [r for r in rows if r["primitive"].startswith("fc")]
+    assert len(fc) == 3 and all(r["main_worst_efficiency"] >= gpu_model.COALESCED_TARGET for r in fc)
