@@ -22,11 +22,11 @@ from fastmom.backends import cpu
 assert cpu.isa() == '$level', (cpu.isa(), '$level')
 assert cpu._k.direct_conv_applies(500, 2, 2) == ('$level' != 'baseline')"
   echo "== FASTMOM_ISA=$level [$((SECONDS - start)) s]"
-  # only the conv and pooling code is compiled per level (kernels/cpu/isa_kernels.c): the
-  # conv, pooling-tie and thread-independence tests; dense, softmax and momentum are the
-  # same code at every level
+  # the code compiled per level (kernels/cpu/isa_kernels.c) is conv, pooling, the small-batch
+  # dense path and the momentum step: their tests (tests/backends/test_cpu_momentum.py runs
+  # every level in one process already); softmax and the epilogues are the same code everywhere
   FASTMOM_ISA=$level "$PYTHON" -m pytest -q -p no:cacheprovider tests/backends/test_cpu.py \
     tests/backends/test_parity.py tests/backends/test_pool_ties.py tests/backends/test_isa.py \
-    -k "not emulated and not gpu and not without_a_c_compiler and (conv or ties or thread or isa or level or direct)"
+    -k "not emulated and not gpu and not without_a_c_compiler and (conv or ties or thread or isa or level or direct or dense)"
 done
 echo "== kernel tests passed at every level: $levels [$((SECONDS - start)) s]"
