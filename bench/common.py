@@ -82,6 +82,14 @@ def torch_step(batch, channels_last, threads, seed=0):
         nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(), nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10))
+    return torch_closures(model, batch, channels_last)
+
+
+def torch_closures(model, batch, channels_last):
+    """``(train_step, inference)`` of a ``torch.nn`` model on random MNIST-shaped data:
+    ``torch.optim.SGD`` with momentum 0.9 in train mode, softmax in eval mode."""
+    import torch
+    from torch import nn
     x = torch.rand(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
     if channels_last:
@@ -91,6 +99,7 @@ def torch_step(batch, channels_last, threads, seed=0):
     loss_fn = nn.CrossEntropyLoss()
 
     def train():
+        model.train()
         opt.zero_grad(set_to_none=False)
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -98,6 +107,7 @@ def torch_step(batch, channels_last, threads, seed=0):
         loss.item()  # the cost reaches the host, as fastmom's float cost does
 
     def infer():
+        model.eval()
         with torch.no_grad():
             torch.softmax(model(x), dim=1)
 

@@ -145,27 +145,7 @@ def torch_chapter6(batch, channels_last, threads, seed=0):
         dense += [nn.Dropout(0.5), nn.Linear(a, b)] + ([nn.ReLU()] if i < 2 else [])
     model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
                           nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), *dense)
-    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def train():
-        model.train()
-        opt.zero_grad(set_to_none=False)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        loss.item()
-
-    def infer():
-        model.eval()
-        with torch.no_grad():
-            torch.softmax(model(x), dim=1)
-
-    return train, infer
+    return C.torch_closures(model, batch, channels_last)
 
 
 def sgemm_ceiling(threads, quick):
