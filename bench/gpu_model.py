@@ -264,7 +264,7 @@ def fmas(kernel, n, primitive):
         return cuda.Kernels(np, None, None, H100["sms"]).fwd_plan(n, c, h, w, f, k, k, ph, pw, pool, pool,
                                                                   4)["fma_slots"]
     if kernel == "fm_conv_wgrad":  # one entry per pooled output, for whole filter groups
-        plan = cuda.Kernels(np, None, None, H100["sms"]).wgrad_plan(n, c, h, w, f, k, k, ph, pw, 1, 4, 5)
+        plan = cuda.Kernels(np, None, None, H100["sms"]).wgrad_plan(n, c, h, w, f, k, k, ph, pw, pool, pool, 1, 4, 5)
         slots = -(-f // (plan["groups"] * cuda.WG_FILTERS)) * plan["groups"] * cuda.WG_FILTERS
         return n * slots * c * k * k * ph * pw
     # fm_conv_dgrad: DG_CHANNELS FMAs per visited entry, channels padded to groups of 8

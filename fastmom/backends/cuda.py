@@ -194,18 +194,19 @@ class Kernels(Plans, Dense):
         entries = ph * pw if ties else 1  # gradient entries per pooled output (conv_backward.cu)
         pool_args = (i32(PH), i32(PW), i32(ph), i32(pw), i32(_activations.code(act)), i32(ties))
         # every launch shape first: a shape CUDA cannot launch fails before the first kernel runs
-        wg = self.wgrad_plan(n, c, h, wd, f, kh, kw, PH, PW, entries, x.itemsize, k)
+        wg = self.wgrad_plan(n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, x.itemsize, k)
         nw = f * c * kh * kw
-        g_final = self._grid_1d("fm_conv_wgrad_finalize", nw + f)
         dg = None if dx is None else self.dgrad_plan(n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, x.itemsize)
         wpart = self.workspace("conv_wpart", (wg["nsplit"], nw), dt)
         bpart = self.workspace("conv_bpart", (wg["nsplit"], f), dt)
         self.launch("fm_conv_wgrad", dt, wg["grid"], wg["block"],
                     (x, y, argmax, dy, wpart, bpart, i32(n), i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw),
-                     *pool_args, *(i32(wg[a]) for a in ("nsplit", "groups", "upb", "nb_max", "ec"))),
+                     *pool_args, *(i32(wg[a]) for a in ("nsplit", "groups", "upb", "nb_max", "ec", "phased",
+                                                         "xstride", "istride", "sstride"))),
                     wg["shared"], k)
-        self.launch("fm_conv_wgrad_finalize", dt, g_final, (_THREADS,),
-                    (wpart, bpart, dw, db, np.int64(nw), i32(f), i32(wg["nsplit"])))
+        self.launch("fm_conv_wgrad_finalize", dt, wg["final_grid"], wg["final_block"],
+                    (wpart, bpart, dw, db, *(i32(v) for v in (f, c, kh * kw, wg["nsplit"], wg["ft"], wg["ct"]))),
+                    wg["final_shared"])
         if dx is not None:
             self.launch("fm_conv_dgrad", dt, dg["grid"], dg["block"],
                         (y, argmax, dy, w, dx, i32(c), i32(h), i32(wd), i32(f), i32(kh), i32(kw), *pool_args,

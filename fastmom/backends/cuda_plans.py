@@ -66,8 +66,39 @@ def _splits(n, most):
 FWD_STAGE_INSTR, FWD_FMA_INSTR = 16, 1.3
 
 
+def fwd_store_efficiency(PH, PW, tph, tpw, itemsize=4):
+    """The share of the touched 32-byte sectors' bytes that fm_conv_pool_fwd's y and
+    argmax stores use with tph x tpw tiles: a tile's outputs of one filter are one run
+    per row, or one run for whole rows (a filter's plane taken as 32-byte aligned)."""
+    used = sectors = 0
+    for i0 in range(0, PH, tph):
+        for j0 in range(0, PW, tpw):
+            cells = [i * PW + j for i in range(i0, min(i0 + tph, PH)) for j in range(j0, min(j0 + tpw, PW))]
+            used += len(cells) * itemsize
+            sectors += len({e * itemsize // 32 for e in cells})
+    return used / (32 * sectors)
+
+
+def fwd_filter_load_efficiency(f, c, kk, gb, threads, itemsize=4):
+    """The share of the touched sectors' bytes that fm_conv_pool_fwd's filter staging
+    reads, every channel staged at once: load v of a pass reads, over lanes at
+    consecutive (pack, tap), the run of the block's filters u + v * U (u < U packs)."""
+    V = 16 // itemsize
+    U = gb * FWD_FILTERS // V
+    used = sectors = 0
+    for fb0 in range(0, f, gb * FWD_FILTERS):
+        for v in range(V):
+            for w0 in (p + w for p in range(0, U * c * kk, threads) for w in range(0, threads, 32)):
+                lanes = range(w0, min(w0 + 32, U * c * kk, (w0 // threads + 1) * threads))
+                cells = [(fb0 + v * U + e // (c * kk)) * c * kk + e % (c * kk) for e in lanes
+                         if fb0 + v * U + e // (c * kk) < f]
+                used += len(cells) * itemsize
+                sectors += len({e * itemsize // 32 for e in cells})
+    return used / (32 * sectors) if sectors else 1.0
+
+
 @functools.lru_cache(maxsize=512)
-def fwd_tiling(n, PH, PW, groups, n_sm, ph, pw, kh, kw):
+def fwd_tiling(n, PH, PW, groups, n_sm, ph, pw, kh, kw, f, c):
     """The candidate tilings of fm_conv_pool_fwd that rank first: ``(tph, tpw, gb)``, a
     tile of tph x tpw pooled outputs and gb filter groups a block (one thread each).
     Rank: the product of the share of launched lanes that do work (whole warps, ragged
@@ -75,20 +106,27 @@ def fwd_tiling(n, PH, PW, groups, n_sm, ph, pw, kh, kw):
     (bench/gpu_model.py's time is the work over the SMs a grid fills: at small batches
     smaller blocks win) and the share of a block's instructions that are the hot loop's
     rather than staging (the input patch and the filters are staged per channel for the
-    whole block: larger blocks stage less per FMA). :func:`fwd_plan` breaks ties."""
-    best, tied = -1.0, []
+    whole block: larger blocks stage less per FMA), and the share of the output stores'
+    sectors used (:func:`fwd_store_efficiency`: one-row tiles of a narrow plane waste a
+    quarter). Tilings whose output stores and filter loads
+    (:func:`fwd_filter_load_efficiency`) reach issue 13's 80% coalescing rank above those
+    that do not. :func:`fwd_plan` breaks ties."""
+    best, tied = (False, -1.0), []
     positions = max(ph * pw, FWD_POSITIONS)
     # whole pooled rows when they fit a warp: each filter's outputs of a block are then
     # one contiguous run of y and argmax (coalesced stores)
     for tpw in [PW] if PW <= 32 else _splits(PW, 32):
         for tph in _splits(PH, FWD_THREADS // tpw):
+            stores = fwd_store_efficiency(PH, PW, tph, tpw)
             for gb in _splits(groups, FWD_THREADS // (tph * tpw)):
                 threads = tph * tpw * gb
                 blocks = _ceil_div(PH, tph) * _ceil_div(PW, tpw) * _ceil_div(groups, gb)
                 use = PH * PW * groups / (blocks * _ceil_div(threads, 32) * 32)
                 staged = (tph * ph + kh - 1) * (tpw * pw + kw - 1) + gb * FWD_FILTERS * kh * kw  # a channel
                 hot = threads * positions * FWD_FILTERS * kh * kw * FWD_FMA_INSTR
-                score = round(use * min(1.0, blocks * n / n_sm) * hot / (hot + staged * FWD_STAGE_INSTR), 9)
+                coalesced = min(stores, fwd_filter_load_efficiency(f, c, kh * kw, gb, threads)) >= 0.8
+                score = (coalesced, round(use * min(1.0, blocks * n / n_sm) * hot / (hot + staged * FWD_STAGE_INSTR)
+                                          * stores, 9))
                 if score > best:
                     best, tied = score, []
                 if score == best:
@@ -130,6 +168,33 @@ def fwd_patch_stride(tph, tpw, gb, ph, pw, least, phased, itemsize):
 
 
 @functools.lru_cache(maxsize=256)
+def wgrad_layout(h, PH, PW, ph, pw, least, nb_max, entries, itemsize):
+    """``(xstride, istride, sstride)``: the row, image and sub-plane strides (elements) of
+    fm_conv_wgrad's planes phased by the ph x pw pool (see its comment in
+    ``conv_backward.cu``). A lane's bank follows from its entry's window (P, Q) of image
+    b: b * istride + P * xstride + Q * pw, the sub-plane stride being a multiple of 32
+    elements. Rows of at least ``least`` elements; of the next 32 row and image strides,
+    those giving the fewest wavefronts over the warps of a stage of nb_max images, whose
+    entries (``entries`` per window) the warps take 32 at a time."""
+    rows = _ceil_div(h, ph)
+    words = itemsize // 4 or 1
+    lanes = [(i // (PH * PW * entries), i // entries % (PH * PW)) for i in range(nb_max * PH * PW * entries)]
+    warps = [lanes[w0:w0 + 32] for w0 in range(0, len(lanes), 32)]
+
+    def cost(xstride, istride):
+        return sum(bank_ways([(b * istride + win // PW * xstride + win % PW * pw) * words + u
+                              for b, win in warp for u in range(words)]) for warp in warps)
+
+    best = None
+    for xstride in range(least, least + 32):
+        for istride in range(rows * xstride, rows * xstride + (32 if nb_max > 1 else 1)):
+            key = (cost(xstride, istride), istride, xstride)
+            best = key if best is None or key < best else best
+    _, istride, xstride = best
+    return xstride, istride, _ceil_div(nb_max * istride, 32) * 32
+
+
+@functools.lru_cache(maxsize=256)
 def fwd_plan(n_sm, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, itemsize):
     """Launch shape of fm_conv_pool_fwd on ``n_sm`` SMs (see its comment in ``conv.cu``): the
     instance (k, p) (``(5, 2)`` for 5x5 filters on 2x2 pools, else the general
@@ -142,7 +207,7 @@ def fwd_plan(n_sm, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, itemsize):
     inst = (kh, ph) if kh == kw and ph == pw and (kh, ph) in FWD_INSTANCES else (0, 0)
     groups, phased = _ceil_div(f, FWD_FILTERS), inst[1] > 0
     tilings = []
-    for tph, tpw, gb in fwd_tiling(n, PH, PW, groups, n_sm, ph, pw, kh, kw):
+    for tph, tpw, gb in fwd_tiling(n, PH, PW, groups, n_sm, ph, pw, kh, kw, f, c):
         pcol = tpw * pw + kw - 1
         stride, ways = fwd_patch_stride(tph, tpw, gb, ph, pw, pw * _ceil_div(pcol, pw) if phased else pcol,
                                         phased, itemsize)
@@ -175,12 +240,14 @@ class Plans:
         """:func:`fwd_plan` on this device (computed once per shape; a copy)."""
         return dict(fwd_plan(self.n_sm, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, itemsize))
 
-    def wgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, entries, itemsize, k):
+    def wgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, itemsize, k):
         """Launch shape and staging sizes of fm_conv_wgrad (see its comment in
-        ``conv_backward.cu``): units of WG_FILTERS filters x a row chunk of taps (the
-        whole row of a compiled k x k filter, else chunks of 4), whole filter rows a
-        block, at most 16 warps; the batch split so that about 4 blocks per SM share the
-        sums; about 128 entries a stage."""
+        ``conv_backward.cu``), and of fm_conv_wgrad_finalize (``final_*``): units of
+        WG_FILTERS filters x a row chunk of taps (the whole row of a compiled k x k
+        filter, else chunks of 4), whole filter rows a block, at most 16 warps; the batch
+        split so that about 4 blocks per SM share the sums; the phased planes of up to
+        about 128 entries' images (:func:`wgrad_layout`), within half the shared memory;
+        their entries in chunks of whole warps."""
         tw = k or 4
         chunks = _ceil_div(kw, tw)                # warps per filter row
         if chunks > 16:
@@ -192,19 +259,45 @@ class Plans:
         blocks = _ceil_div(nfg, groups) * c * _ceil_div(kh, rows)
         nsplit = max(1, min(n, _ceil_div(4 * self.n_sm, blocks)))
         per_image = PH * PW * entries
-        nb_max = max(1, min(_ceil_div(n, nsplit), _ceil_div(128, per_image)))
-        planes = _ceil_div((nb_max * h * wd + tw - 1) * itemsize, 16) * 16
         entry = 2 * itemsize                      # fm::PoolEntry<T>: the value and an int, padded
-        ec = min(nb_max * per_image, (SHARED_LIMIT - planes) // (groups * WG_FILTERS * entry))
+        # phased planes if a warp's worth of entries fits beside them, else one plain plane
+        for phased in (True, False) if (ph, pw) != (1, 1) else (False,):
+            lph, lpw = (ph, pw) if phased else (1, 1)
+            least = max(wd, PW * pw - lpw + chunks * tw)  # row elements: the plane, and any overhang
+            nb_max = max(1, min(_ceil_div(n, nsplit), _ceil_div(128, per_image)))
+            while True:
+                if phased:
+                    xstride, istride, sstride = wgrad_layout(h, PH, PW, ph, pw, least, nb_max, entries, itemsize)
+                else:
+                    xstride, istride, sstride = least, h * least, _ceil_div(nb_max * h * least, 32) * 32
+                planes = _ceil_div((2 * lph - 1) * lpw * sstride * itemsize, 16) * 16
+                if nb_max == 1 or planes <= SHARED_LIMIT // 2:
+                    break
+                nb_max -= 1
+            ec = min(nb_max * per_image, (SHARED_LIMIT - planes) // (groups * WG_FILTERS * entry))
+            if ec >= min(32, nb_max * per_image):
+                break
         if ec < 1:
             raise ValueError(f"the cuda backend's weight gradient stages whole {h}x{wd} input planes in shared "
                              f"memory; one needs {planes} bytes, over the {SHARED_LIMIT} it uses")
+        if 32 <= ec < nb_max * per_image:
+            ec -= ec % 32                         # chunks of whole warps: each warp's entries as the layout assumes
         warps = groups * upb
         epilogue = (warps * WG_RED * (WG_LANES + 1) + groups * WG_FILTERS * (rows * kw + 1)) * itemsize
         shared = max(planes + groups * WG_FILTERS * ec * entry, epilogue)
         g = grid("fm_conv_wgrad", blocks, nsplit, 1, ("filter-channel-row blocks", "batch slices", ""))
+        # the finalize's tiles: every channel if a filter's fit in a quarter of the shared memory
+        per_filter = kh * kw * itemsize
+        ct = min(c, max(1, SHARED_LIMIT // 4 // per_filter))
+        ft = min(f, 8, max(1, SHARED_LIMIT // 4 // (ct * per_filter)))
+        if ft * ct * per_filter > SHARED_LIMIT:
+            raise ValueError(f"filter {kh}x{kw}: one tap row of the weight gradient's finalize needs "
+                             f"{per_filter} bytes of shared memory, over the {SHARED_LIMIT} the cuda backend uses")
+        final = grid("fm_conv_wgrad_finalize", _ceil_div(f, ft), _ceil_div(c, ct), 1,
+                     ("filter tiles", "channel tiles", ""))
         return dict(grid=g, block=(WG_LANES * warps,), shared=shared, nsplit=nsplit, groups=groups, upb=upb,
-                    nb_max=nb_max, ec=ec)
+                    nb_max=nb_max, ec=ec, phased=int(phased), xstride=xstride, istride=istride, sstride=sstride,
+                    final_grid=final, final_block=(256,), final_shared=ft * ct * per_filter, ft=ft, ct=ct)
 
     def dgrad_plan(self, n, c, h, wd, f, kh, kw, PH, PW, ph, pw, entries, itemsize):
         """Launch shape of fm_conv_dgrad: tiles of up to 256 pixels (rows of up to 32),

@@ -56,11 +56,13 @@ __device__ __forceinline__ int pack_ij(int i, int j) { return ((i + PACK_BIAS) <
 
 // Stage fm_conv_wgrad's gradient entries [e0, e0 + cnt) of nf filters from f0 into
 // ents[q * cnt + i]. Entry index = (b * nwin + window) * E + e over images b from n0,
-// windows row-major; at(b, i, j) encodes the entry's image and conv position (i, j).
-template <typename T, typename PT, typename PI, typename S, typename At>
+// windows row-major; its offset `at` is that of its conv position (i, j) of image b in
+// fm_conv_wgrad's planes phased by lph x lpw: (i % lph * lpw + j % lpw) * ss + b * is +
+// i / lph * xstride + j - j % lpw.
+template <typename T, typename PT, typename PI, typename S>
 __device__ __forceinline__ void stage_entries(S ents, PT y, PI argmax, PT dy, long long n0, int f0, int nf, int F,
                                               int e0, int cnt, int PH, int PW, int ph, int pw, int act, int ties,
-                                              At at) {
+                                              int lph, int lpw, int xstride, int is, int ss) {
     const int E = ties ? ph * pw : 1, nwin = PH * PW;
     for (int e = threadIdx.x; e < nf * cnt; e += blockDim.x) {
         const int q = e / cnt, i = e0 + e % cnt, b = i / (nwin * E), win = (i / E) % nwin;
@@ -68,8 +70,8 @@ __device__ __forceinline__ void stage_entries(S ents, PT y, PI argmax, PT dy, lo
         T g = T(0);
         if (f0 + q < F)
             g = pool_entry<T>(y, argmax, dy, ((n0 + b) * F + f0 + q) * nwin + win, i % E, ph * pw, act, ties, pos);
-        const int P = win / PW, Q = win % PW;
-        ents[e] = PoolEntry<T>{g, at(b, P * ph + pos / pw, Q * pw + pos % pw)};
+        const int ci = win / PW * ph + pos / pw, cj = win % PW * pw + pos % pw;  // the conv position
+        ents[e] = PoolEntry<T>{g, (ci % lph * lpw + cj % lpw) * ss + b * is + ci / lph * xstride + cj - cj % lpw};
     }
 }
 }  // namespace fm
@@ -116,10 +118,11 @@ __device__ __forceinline__ void wgrad_chunk(T (&acc)[V], S xk, SE ents, int cnt,
 }
 
 // Partial weight and bias gradients over batch slice s = blockIdx.y of nsplit:
-//   wpart[s, f, c, k, l] = sum over the slice's entries of g * x[n, c, i + k, j + l]
-// ((i, j): the entry's conv position), and bpart[s, f] = the slice's sum of dy*act'(y),
-// one term per pooled output (the bias is added after pooling), however many ties: the
-// entries 0, summed by the units of the first tap of channel 0.
+//   wpart[s, c, f, k, l] = sum over the slice's entries of g * x[n, c, i + k, j + l]
+// ((i, j): the entry's conv position; channel-major, so that a block's filters are one
+// run of wpart), and bpart[s, f] = the slice's sum of dy*act'(y), one term per pooled
+// output (the bias is added after pooling), however many ties: the entries 0, summed by
+// the units of the first tap of channel 0.
 //
 // A unit is one warp: WG_FILTERS filters x TW consecutive taps of a filter row (TW = K,
 // a whole row, for a compile-time K x K filter; else chunks of 4, the taps past the
@@ -127,18 +130,33 @@ __device__ __forceinline__ void wgrad_chunk(T (&acc)[V], S xk, SE ents, int cnt,
 // WG_FILTERS*TW sums in registers. Block: channel c, `groups` filter groups of
 // WG_FILTERS, and the units of upb / chunks whole filter rows of each group
 // (blockIdx.x = ((fb * C) + c) * nub + ub; blockDim.x = 32 * groups * upb).
-// Stages: nb_max images' channel-c planes (plus the chunks' overhang, zeroed), then
-// their entries in chunks of ec (wgrad_chunk). At the end the lanes' sums are added in
-// lane order (deterministic) into the block's totals, which the block stores in dw's
-// order (whole filter rows: coalesced); fm_conv_wgrad_finalize adds the slices.
-// Dynamic shared memory: max(nb_max*H*W + TW - 1 elements of T rounded to 16 bytes +
+//
+// Phased planes: a lane reads at its entry's argmax, which is data-dependent, so in one
+// plain plane a warp's 32 windows hit the same bank at random. Instead nb_max images'
+// channel-c planes are staged as (2ph - 1) * pw sub-planes (lph x lpw = ph x pw; the
+// plan falls back to 1 x 1, one plain plane, where they do not fit): sub-plane
+// rho * lpw + s holds x[b, c, u * lph + rho, v + s] at (rho * lpw + s) * ss + b * is +
+// u * xstride + v (zero where no pixel is). Window (P, Q)'s position (r, s) and tap
+// (k, l) read pixel (P * ph + r + k, Q * pw + s + l), found in sub-plane
+// (r + k % ph) * pw + s at u = P + k / ph, v = Q * pw + l: the entry's offset
+// (stage_entries) plus the unit's tap offset (k % lph * lpw) * ss + k / lph * xstride + l,
+// so the hot loop keeps its constant offsets. ss is a multiple of 32 elements: the
+// argmax no longer moves a lane's bank, which follows from its window alone, and the
+// plan picks xstride and is to spread a warp's windows over the banks
+// (cuda_plans.wgrad_layout).
+// Stages: the sub-planes of nb_max images, then their entries in chunks of ec
+// (wgrad_chunk). At the end the lanes' sums are added in lane order (deterministic)
+// into the block's totals, which the block stores as one run of wpart per filter group
+// (whole filter rows); fm_conv_wgrad_finalize adds the slices.
+// Dynamic shared memory: max((2lph - 1) * lpw * ss elements of T rounded to 16 bytes +
 // groups * WG_FILTERS * ec entries, the epilogue's warps * WG_RED * 33 + groups *
 // WG_FILTERS * (rows * KW + 1) elements of T).
 template <typename T, int K>
 __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
     fm_conv_wgrad(FM_PTR(const T) x, FM_PTR(const T) y, FM_PTR(const int) argmax, FM_PTR(const T) dy,
                   FM_PTR(T) wpart, FM_PTR(T) bpart, int N, int C, int H, int W, int F, int KH, int KW, int PH,
-                  int PW, int ph, int pw, int act, int ties, int nsplit, int groups, int upb, int nb_max, int ec) {
+                  int PW, int ph, int pw, int act, int ties, int nsplit, int groups, int upb, int nb_max, int ec,
+                  int phased, int xstride, int is, int ss) {
     constexpr int FG = fm::WG_FILTERS, TW = K > 0 ? K : 4, V = FG * TW + FG;
     if (K > 0) KH = KW = K;
     const int HW = H * W, nwin = PH * PW, E = ties ? ph * pw : 1, chunks = (KW + TW - 1) / TW;
@@ -148,23 +166,36 @@ __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
     const int k = row0 + unit % upb / chunks, l0 = unit % chunks * TW, f0 = fb0 + grp * FG;
     const bool active = k < KH && f0 < F, bias_unit = active && c == 0 && k == 0 && l0 == 0;
     const long long n0 = (long long)N * s / nsplit, n1 = (long long)N * (s + 1) / nsplit;
+    const int lph = phased ? ph : 1, lpw = phased ? pw : 1, planes = (2 * lph - 1) * lpw * ss;
     FM_DYN_SHARED(T, smem);
-    const int xs_len = ((nb_max * HW + TW - 1) * (int)sizeof(T) + 15) / 16 * 16 / (int)sizeof(T);
+    const int xs_len = (planes * (int)sizeof(T) + 15) / 16 * 16 / (int)sizeof(T);
     FM_SPTR(fm::PoolEntry<T>) ents = FM_SPTR_CAST(fm::PoolEntry<T>, smem + xs_len);
     T acc[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) acc[v] = T(0);
 
+    // the cells no pixel fills (the sub-planes' last rows, the row padding that also
+    // takes the chunks' overhang) stay zero
+    for (int e = threadIdx.x; e < planes; e += blockDim.x) smem[e] = T(0);
+    __syncthreads();
     for (long long nb0 = n0; nb0 < n1; nb0 += nb_max) {
         const int nb = (int)min((long long)nb_max, n1 - nb0), total = nb * nwin * E;
-        for (int e = threadIdx.x; e < nb * HW + chunks * TW - KW; e += blockDim.x)
-            smem[e] = e < nb * HW ? T(x[((nb0 + e / HW) * C + c) * HW + e % HW]) : T(0);
+        // one coalesced read of each pixel, stored into the sub-planes holding it
+        for (int e = threadIdx.x; e < nb * HW; e += blockDim.x) {
+            const T xv = T(x[((nb0 + e / HW) * C + c) * HW + e % HW]);
+            const int b = e / HW, i = e % HW / W, j = e % W;
+            for (int rho = i % lph, u = i / lph; rho < 2 * lph - 1 && u >= 0; rho += lph, --u)
+                for (int sh = 0; sh < lpw && sh <= j; ++sh)
+                    smem[(rho * lpw + sh) * ss + b * is + u * xstride + j - sh] = xv;
+        }
         for (int e0 = 0; e0 < total; e0 += ec) {
             const int cnt = min(ec, total - e0);
             fm::stage_entries<T>(ents, y, argmax, dy, nb0, fb0, groups * FG, F, e0, cnt, PH, PW, ph, pw, act, ties,
-                                 [=](int b, int i, int j) { return b * HW + i * W + j; });
+                                 lph, lpw, xstride, is, ss);
             __syncthreads();
-            if (active) wgrad_chunk<FG, TW>(acc, smem + k * W + l0, ents + grp * FG * cnt, cnt, lane);
+            if (active)
+                wgrad_chunk<FG, TW>(acc, smem + k % lph * lpw * ss + k / lph * xstride + l0, ents + grp * FG * cnt, cnt,
+                                    lane);
             // the bias: every pooled output's entry 0 (the first entry at or after e0)
             for (int i = (e0 + E - 1) / E * E - e0 + lane * E; bias_unit && i < cnt; i += fm::WG_LANES * E)
 #pragma unroll
@@ -175,7 +206,7 @@ __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
             __syncthreads();
         }
     }
-    // the block's sums in shared memory ([filter][rows * KW + 1]), then stored in dw's order
+    // the block's sums in shared memory ([filter][rows * KW + 1]), then stored in wpart's order
     const int ntaps = min(rows, KH - row0) * KW, tap0 = row0 * KW;
     FM_SPTR(T) tot = smem + blockDim.x / fm::WG_LANES * fm::WG_RED * (fm::WG_LANES + 1);
     warp_sums(smem, acc, [&](int v, T total) {
@@ -187,26 +218,38 @@ __global__ void __launch_bounds__(512, sizeof(T) == 4 ? 2 : 1)
     });
     for (int e = threadIdx.x; e < groups * FG * ntaps; e += blockDim.x)
         if (fb0 + e / ntaps < F)
-            wpart[(((long long)s * F + fb0 + e / ntaps) * C + c) * KH * KW + tap0 + e % ntaps] =
+            wpart[(((long long)s * C + c) * F + fb0 + e / ntaps) * KH * KW + tap0 + e % ntaps] =
                 tot[e / ntaps * (ntaps + 1) + e % ntaps];
     for (int q = threadIdx.x; c == 0 && row0 == 0 && q < groups * FG; q += blockDim.x)
         if (fb0 + q < F) bpart[(long long)s * F + fb0 + q] = tot[q * (ntaps + 1) + ntaps];
 }
 
-// dw = sum over the nsplit slices of wpart, db likewise of bpart (in slice order)
+// dw[f, c, tap] = the sum over the nsplit slices of wpart[s, c, f, tap], db likewise of
+// bpart (in slice order). wpart is channel-major and dw filter-major, so a block takes
+// a tile of ft filters x ct channels: it sums it in wpart's order (runs of ft * KK),
+// keeps it in shared memory ([filter][ct * KK]) and stores it in dw's order (runs of
+// ct * KK; the whole tile one run when ct = C). Dynamic shared memory: ft * ct * KK
+// elements of T.
 template <typename T>
 __global__ void fm_conv_wgrad_finalize(FM_PTR(const T) wpart, FM_PTR(const T) bpart, FM_PTR(T) dw, FM_PTR(T) db,
-                                       long long nw, int F, int nsplit) {
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < nw + F;
-         e += (long long)gridDim.x * blockDim.x) {
+                                       int F, int C, int KK, int nsplit, int ft, int ct) {
+    FM_DYN_SHARED(T, tile);
+    const int f0 = blockIdx.x * ft, c0 = blockIdx.y * ct, nf = min(ft, F - f0), nc = min(ct, C - c0);
+    const long long nw = (long long)F * C * KK;
+    for (int e = threadIdx.x; e < nc * nf * KK; e += blockDim.x) {
+        const int cl = e / (nf * KK), fl = e / KK % nf, tap = e % KK;
+        const long long at = ((long long)(c0 + cl) * F + f0 + fl) * KK + tap;
         T acc = T(0);
-        if (e < nw) {
-            for (int s = 0; s < nsplit; ++s) acc += wpart[s * nw + e];
-            dw[e] = acc;
-        } else {
-            for (int s = 0; s < nsplit; ++s) acc += bpart[(long long)s * F + (e - nw)];
-            db[e - nw] = acc;
-        }
+        for (int s = 0; s < nsplit; ++s) acc += wpart[s * nw + at];
+        tile[(fl * nc + cl) * KK + tap] = acc;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < nf * nc * KK; e += blockDim.x)
+        dw[((long long)(f0 + e / (nc * KK)) * C + c0) * KK + e % (nc * KK)] = tile[e];
+    for (int fl = threadIdx.x; blockIdx.y == 0 && fl < nf; fl += blockDim.x) {
+        T acc = T(0);
+        for (int s = 0; s < nsplit; ++s) acc += bpart[(long long)s * F + f0 + fl];
+        db[f0 + fl] = acc;
     }
 }
 

@@ -52,7 +52,7 @@ def _plans(emu, shape, dtype, ties):
     e = ph * pw if ties == "all" else 1
     k = 5 if kh == kw == 5 else 0
     isz = np.dtype(dtype).itemsize
-    return (emu.wgrad_plan(n, c, h, w, f, kh, kw, PH, PW, e, isz, k),
+    return (emu.wgrad_plan(n, c, h, w, f, kh, kw, PH, PW, ph, pw, e, isz, k),
             emu.dgrad_plan(n, c, h, w, f, kh, kw, PH, PW, ph, pw, e, isz), PH * PW * e, k)
 
 
@@ -81,6 +81,8 @@ def test_every_plan_path_matches_the_reference(shape, what, n_sm, ties, dtype):
     _assert_path(what, shape, wg, dg, per_image, k, n_sm)
     # few batch slices with one SM; one per image with many
     assert wg["nsplit"] == shape[0] if n_sm == 64 else wg["nsplit"] <= 4
+    # planes phased by the pool wherever they fit; the 60x57 double ones fall back to one plain plane
+    assert wg["phased"] == (shape[7] != (1, 1) and not (what == "entry chunks" and dtype == np.float64))
     x, w, y, am, dy = _problem(shape, dtype, ties, 0)
     pool = shape[7]
     want = [np.empty_like(w), np.empty_like(w[:, 0, 0, 0]), np.empty_like(x)]
@@ -149,4 +151,4 @@ def test_no_unpooled_buffer():
                            np.empty_like(x))
     sizes = {key[0]: np.prod(key[1]) for key in emu._ws}
     assert set(sizes) == {"conv_wpart", "conv_bpart"}
-    assert sizes["conv_wpart"] == emu.wgrad_plan(4, 3, 13, 12, 7, 5, 5, 4, 4, 1, 4, 5)["nsplit"] * w.size
+    assert sizes["conv_wpart"] == emu.wgrad_plan(4, 3, 13, 12, 7, 5, 5, 4, 4, 2, 2, 1, 4, 5)["nsplit"] * w.size
