@@ -127,7 +127,16 @@ class Layer:
     def bind(self, backend, w, b, dw, db, mini_batch_size, dtype, needs_dx, rng):
         self.backend, self._w, self._b, self.dw, self.db = backend, w, b, dw, db
         self.mini_batch_size, self.dtype, self.needs_dx, self.rng = mini_batch_size, dtype, needs_dx, rng
+        self._x = None
         self._allocate(backend, mini_batch_size, dtype)
+
+    def _saved_input(self):
+        """The input the last forward kept for the backward pass: only a training forward
+        keeps one (an inference forward records no argmax or mask for it to use)."""
+        if self._x is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward(x, train=True) "
+                               "first: the last forward pass was inference (train=False)")
+        return self._x
 
     def _allocate(self, backend, n, dtype):
         raise NotImplementedError
@@ -219,17 +228,19 @@ class ConvPoolLayer(Layer):
         n = x.shape[0]
         x = x.reshape((n,) + self.in_shape)
         y = self._y[:n]
-        # with pool_ties="all" the argmax workspace holds each window's tie bitmask
+        # with pool_ties="all" the argmax workspace holds each window's tie bitmask;
+        # inference records none (argmax=None: the kernels skip that work)
         self.backend.conv_pool_forward(x, self.w, self.b, self.poolsize, self.activation_fn.name,
-                                       y, self._argmax[:n], self.pool_ties)
-        self._x = x
+                                       y, self._argmax[:n] if train else None, self.pool_ties)
+        self._x = x if train else None
         return y
 
     def backward(self, dy):
-        n = self._x.shape[0]
+        x = self._saved_input()
+        n = x.shape[0]
         dy = dy.reshape((n,) + self.out_shape)
         dx = self._dx[:n] if self._dx is not None else None
-        self.backend.conv_pool_backward(self._x, self.w, self._y[:n], self._argmax[:n], dy,
+        self.backend.conv_pool_backward(x, self.w, self._y[:n], self._argmax[:n], dy,
                                         self.poolsize, self.activation_fn.name, self.dw, self.db, dx,
                                         self.pool_ties)
         return dx
@@ -313,13 +324,14 @@ class FullyConnectedLayer(_DenseBase):
         xin, scale = self._input(x, train)
         y = self._y[: x.shape[0]]
         self.backend.dense_forward(xin, self.w, self.b, self.activation_fn.name, y, scale)
-        self._x = xin
+        self._x = xin if train else None
         return y
 
     def backward(self, dy):
-        n = self._x.shape[0]
+        x = self._saved_input()
+        n = x.shape[0]
         dx = self._dx[:n] if self._dx is not None else None
-        self.backend.dense_backward(self._x, self.w, self._y[:n], dy.reshape(n, self.n_out),
+        self.backend.dense_backward(x, self.w, self._y[:n], dy.reshape(n, self.n_out),
                                     self.activation_fn.name, self.dw, self.db, dx)
         return self._input_grad(dx)
 
@@ -359,15 +371,16 @@ class SoftmaxLayer(_DenseBase):
         z, probs = self._y[:n], self._probs[:n]
         self.backend.dense_forward(xin, self.w, self.b, "linear", z, scale)
         cost, correct = self.backend.softmax_nll_forward(z, labels, probs)
-        self._x, self._labels = xin, labels
+        self._x, self._labels = (xin if train else None), labels
         return probs, cost, correct
 
     def backward(self):
-        n = self._x.shape[0]
+        x = self._saved_input()
+        n = x.shape[0]
         dz = self._dz[:n]
         self.backend.softmax_nll_backward(self._probs[:n], self._labels, dz)
         dx = self._dx[:n] if self._dx is not None else None
-        self.backend.dense_backward(self._x, self.w, self._y[:n], dz, "linear", self.dw, self.db, dx)
+        self.backend.dense_backward(x, self.w, self._y[:n], dz, "linear", self.dw, self.db, dx)
         return self._input_grad(dx)
 
 

@@ -136,7 +136,8 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first", xp=N
     float_array("b", b, 1, dt, (f,), xp=xp)
     activation(act)
     float_array("y", y, 4, dt, (n, f, ph, pw), xp=xp)
-    array("argmax", argmax, 4, "int32", (n, f, ph, pw), xp=xp)
+    if argmax is not None:  # None: inference, no record for a backward pass
+        array("argmax", argmax, 4, "int32", (n, f, ph, pw), xp=xp)
     tie_rule(pool_ties, poolsize)
     return n, c, h, wd, f, kh, kw, oh, ow, ph, pw
 

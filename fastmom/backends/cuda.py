@@ -176,6 +176,8 @@ class Kernels(Plans, Dense):
             x, w, b, poolsize, act, y, argmax, pool_ties, xp=self.xp)
         ph, pw = _checks.pool(poolsize)
         p = self.fwd_plan(n, c, h, wd, f, kh, kw, PH, PW, ph, pw, x.itemsize)
+        if argmax is None:  # inference: the kernel still records, into scratch nobody reads
+            argmax = self.workspace("inference_argmax", y.shape, np.int32)
         i32 = np.int32
         self.launch("fm_conv_pool_fwd", x.dtype, p["grid"], p["block"],
                     (x, w, b, y, argmax, *(i32(v) for v in (c, h, wd, f, kh, kw, PH, PW, ph, pw)),

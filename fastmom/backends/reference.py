@@ -16,7 +16,8 @@ overwritten, not accumulated. Shapes (``N`` batch, ``C`` channels, ``F`` filters
   ``z (N,F,OH,OW)`` with ``OH = H-KH+1``; non-overlapping ``ph x pw`` max-pool dropping
   the ragged border (``PH = OH // ph``); ``y = act(pool(z) + b)`` of shape
   ``(N,F,PH,PW)``. ``argmax (N,F,PH,PW) int32`` records each window's maximum for the
-  backward pass, by the tie rule ``pool_ties``:
+  backward pass, by the tie rule ``pool_ties``; ``argmax=None`` is inference (``y``
+  only: nothing is recorded, so the backends skip the argmax work):
 
   - ``"first"``: the row-major position ``r*pw + s`` of the maximum; ties go to the
     first position (PyTorch's and cuDNN's rule, a subgradient).
@@ -124,6 +125,8 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first"):
     am = windows.argmax(axis=-1)
     m = np.take_along_axis(windows, am[..., None], axis=-1)[..., 0]
     y[...] = activations.apply(act, m + b[None, :, None, None])
+    if argmax is None:
+        return
     if pool_ties == "all":
         bits = np.int32(1) << np.arange(ph * pw, dtype=np.int32)
         tied = windows == m[..., None]

@@ -223,7 +223,9 @@ cdef _forward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f
     cdef int K = c * kh * kw
     if kern.conv_pool_direct_applies(K, ph, pw):
         return 1, (f + 7) // 8 * 8 * K  # filters in vectors of 8 floats / 2 x 4 doubles
-    return (K + f) * ib * (h - kh + 1) * (wd - kw + 1), 1
+    # im2col columns and the pre-pool map, then one row of window argmaxes (as ints: a
+    # real is at least as wide) for inference, which stores none
+    return (K + f) * ib * (h - kh + 1) * (wd - kw + 1) + (wd - kw + 1), 1
 
 
 def conv_forward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib):
@@ -369,7 +371,8 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                       bint ties=False):
     """Fused valid convolution, max-pool with argmax, bias and activation, per chunk of
     ``ib`` images. With ``ties`` (``pool_ties="all"``) ``argmax`` gets each window's tie
-    bitmask instead (see fastmom.backends.reference).
+    bitmask instead (see fastmom.backends.reference). ``argmax=None`` is inference: the
+    maxima only, nothing stored for a backward pass.
 
     Where :func:`direct_conv_applies`, each image is convolved and pooled directly from
     the filters packed into ``packed`` (conv_direct.h); else each chunk goes through
@@ -389,7 +392,8 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef real* wp = &w[0, 0, 0, 0]
     cdef real* bp = &b[0]
     cdef real* yp = &y[0, 0, 0, 0]
-    cdef int* ap = &argmax[0, 0, 0, 0]
+    cdef int* ap = NULL if argmax is None else &argmax[0, 0, 0, 0]
+    cdef int* arow
     cdef real* sp = &scratch[0, 0]
     cdef real* wpk = &packed[0]
     cdef Py_ssize_t sstride = scratch.shape[1]
@@ -420,15 +424,18 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                 o = (n0 + j) * f * plane
                 if real is float:
                     kern.conv_pool_direct_f(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
-                                            ph, pw, PH, PW, yp + o, ap + o, ties)
+                                            ph, pw, PH, PW, yp + o, NULL if ap == NULL else ap + o,
+                                            ties)
                 else:
                     kern.conv_pool_direct_d(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
-                                            ph, pw, PH, PW, yp + o, ap + o, ties)
+                                            ph, pw, PH, PW, yp + o, NULL if ap == NULL else ap + o,
+                                            ties)
                 for fi in range(f):
                     _bias_act_row(yp + o + fi * plane, <int>plane, bp[fi], act)
         else:
             cols = sp + threadid() * sstride
             z = cols + K * nc
+            arow = <int*>(z + f * nc)  # the argmaxes of one pooled row, when none are kept
             ncols = cnt * ohow
             _im2col(xp + n0 * img, cnt, c, h, wd, kh, kw, oh, ow, cols)
             _gemm(False, False, f, ncols, K, <real>1, wp, K, cols, ncols, <real>0, z, ncols)
@@ -437,15 +444,17 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                     zr = z + <Py_ssize_t>fi * ncols + j * ohow
                     o = (((n0 + j) * f + fi) * PH) * PW
                     for pi in range(PH):
+                        if ap != NULL:
+                            arow = ap + o
                         if ph == 2 and pw == 2:
                             if real is float:
                                 kern.pool2x2_row_f(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
-                                                   PW, yp + o, ap + o, ties)
+                                                   PW, yp + o, arow, ties)
                             else:
                                 kern.pool2x2_row_d(zr + 2 * pi * ow, zr + (2 * pi + 1) * ow,
-                                                   PW, yp + o, ap + o, ties)
+                                                   PW, yp + o, arow, ties)
                         else:
-                            _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, ap + o, ties)
+                            _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, arow, ties)
                         _bias_act_row(yp + o, PW, bp[fi], act)
                         o = o + PW
 
@@ -503,7 +512,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* xp = &x[0, 0, 0, 0]
     cdef real* wp = &w[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
-    cdef int* ap = &argmax[0, 0, 0, 0]
+    cdef int* ap = NULL if argmax is None else &argmax[0, 0, 0, 0]
+    cdef int* arow
     cdef real* dyp = &dy[0, 0, 0, 0]
     cdef real* dwp = &dw[0, 0, 0, 0]
     cdef real* dbp = &db[0]

@@ -78,8 +78,9 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
  * applies the activation, which commutes with the max for the monotonic activations)
  * and argmax[fi, pi, pj] the window position r*pw + s of the first maximum in row-major
  * order (strict >, the reference's rule), or with `ties` (pool_ties="all") the bitmask
- * of every position equal to the maximum, the first maximum's bit always set. Positions
- * outside every window (a pool that does not divide the map) are never computed.
+ * of every position equal to the maximum, the first maximum's bit always set. argmax
+ * NULL (inference: nothing will be back-propagated) computes and stores the maxima only.
+ * Positions outside every window (a pool that does not divide the map) are never computed.
  *
  * Needs FM_WINDOW_MAX % (ph*pw) == 0 (fastmom_conv_pool_direct_applies): every tile then
  * holds whole windows. */
@@ -122,7 +123,9 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
                         m = (vec)(((ivec)win[s] & gt) | ((ivec)m & ~gt));
                         best = (best & ~gt) | (((ivec){0} + s) & gt);
                     }
-                    if (ties) { /* a uniform branch per window, outside the multiply-adds */
+                    /* uniform branches per window, outside the multiply-adds: without
+                     * argmax only the stores go (best is a few register operations) */
+                    if (ties && argmax) {
                         best = ((ivec){0} + 1) << best;
                         for (int s = 0; s < ws; s++)
                             best |= (win[s] == m) & (1 << s);
@@ -132,7 +135,8 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
                         int fi = (v0 + u) * FM_LANES + lane;
                         if (fi < f) {
                             y[(long)fi * nwin + o] = m[lane];
-                            argmax[(long)fi * nwin + o] = (int)best[lane];
+                            if (argmax)
+                                argmax[(long)fi * nwin + o] = (int)best[lane];
                         }
                     }
                 }

@@ -43,6 +43,13 @@ def test_conv_pool_forward_backward(compiled, shape, act, dtype):
         # float32 rounding may flip a near-tie; the values (checked above) still agree
         assert np.mean(am != am_ref) < 0.01
     assert am.min() >= 0 and am.max() < pool[0] * pool[1]
+    # inference (argmax=None) records nothing and computes the very same maxima
+    y_inf = be.dev(np.full(out, np.nan, dtype))
+    be.conv_pool_forward(be.dev(x), be.dev(w), be.dev(b), pool, act, y_inf, None)
+    np.testing.assert_array_equal(be.host(y_inf), y)
+    y_inf = np.full(out, np.nan, dtype)
+    ref.conv_pool_forward(x, w, b, pool, act, y_inf, None)
+    np.testing.assert_array_equal(y_inf, y_ref)
 
     # backward from the reference's forward state, so a flipped near-tie cannot matter
     dy = randn(rng, out, dtype)

@@ -37,6 +37,10 @@ def _run(be, x, w, b, pool, act, dy, rule, dtype, want_dx=True):
     y, am = be.dev(np.full(out, np.nan, dtype)), be.dev(np.full(out, -1, np.int32))
     xd, wd = be.dev(x.astype(dtype)), be.dev(w.astype(dtype))
     be.conv_pool_forward(xd, wd, be.dev(b.astype(dtype)), pool, act, y, am, rule)
+    # inference (no argmax record) computes the same maxima under either rule
+    y_inf = be.dev(np.full(out, np.nan, dtype))
+    be.conv_pool_forward(xd, wd, be.dev(b.astype(dtype)), pool, act, y_inf, None, rule)
+    np.testing.assert_array_equal(be.host(y_inf), be.host(y))
     grads = [be.dev(np.full(w.shape, np.nan, dtype)), be.dev(np.full(b.shape, np.nan, dtype)),
              be.dev(np.full(x.shape, np.nan, dtype)) if want_dx else None]
     be.conv_pool_backward(xd, wd, y, am, be.dev(dy.astype(dtype)), pool, act, *grads, rule)

@@ -83,6 +83,29 @@ def test_inference_any_batch_size(n):
         assert np.isfinite(cost) and [g.shape for g in grads] == [p.shape for p in net.params]
 
 
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+def test_inference_keeps_nothing_for_a_backward_pass(device):
+    # an inference forward records no argmax (the kernels skip it), so a backward pass
+    # after it would read the previous training step's record against new activations
+    if device not in fastmom.available_devices():
+        pytest.skip(f"{device} not built")
+    net = Network(tiny_layers(), 4, device=device, seed=0)
+    x = np.random.default_rng(3).random((4, 784)).astype(np.float32)
+    y = np.arange(4) % 10
+    cost, grads = net.cost_and_gradients(x, y)  # a training forward and backward
+    net.forward(x)
+    conv, fc, soft = net.layers
+    for call in (soft.backward, lambda: fc.backward(np.ones((4, 11), np.float32)),
+                 lambda: conv.backward(np.ones((4, 3, 12, 12), np.float32))):
+        with pytest.raises(RuntimeError, match=r"train=True.*inference"):
+            call()
+    # and training afterwards is unchanged
+    cost2, grads2 = net.cost_and_gradients(x, y)
+    assert cost2 == cost
+    for g, g2 in zip(grads, grads2):
+        np.testing.assert_array_equal(g, g2)
+
+
 def test_dropout_scales_at_inference():
     layers = [FullyConnectedLayer(784, 30, activation_fn=linear, p_dropout=0.25), SoftmaxLayer(30, 10)]
     net = Network(layers, 5, device="reference", dtype=np.float64, seed=0)
