@@ -156,3 +156,21 @@ def test_batch_10_step_has_no_cublas_and_coalesced_dense_kernels():
     assert all(r["worst_shared_ways"] == 1.0 for r in rows)
     fc = [r for r in rows if r["primitive"].startswith("fc")]
     assert len(fc) == 3 and all(r["main_worst_efficiency"] >= gpu_model.COALESCED_TARGET for r in fc)
+
+
+def test_conv_kernels_meet_issue_13s_memory_target():
+    """Issue 13's acceptance on the stored counts of network3's step at batches 10 and 64
+    (the real launch shapes of a 132-SM device): every conv kernel launch's main global
+    sites (10% of its sectors) at least 80% coalesced and its hot shared sites (10% of
+    its shared warp accesses) at most 2 wavefronts per warp access."""
+    gpu_model = pytest.importorskip("bench.gpu_model")
+    assert (gpu_model.COALESCED_TARGET, gpu_model.WAYS_TARGET, gpu_model.MAIN_SHARE) == (0.80, 2.0, 0.10)
+    counts, _ = gpu_model.load_counts()
+    for n in (10, 64):
+        rows = [r for r in gpu_model.memory_rows(counts[n]) if r["kernel"].startswith("fm_conv")]
+        assert {r["kernel"] for r in rows} == {"fm_conv_pool_fwd", "fm_conv_wgrad", "fm_conv_wgrad_finalize",
+                                               "fm_conv_dgrad"}
+        missed = [(n, r["primitive"], r["kernel"], r["main_worst_site"], round(r["main_worst_efficiency"], 3),
+                   r.get("hot_shared_site"), r.get("hot_shared_ways")) for r in rows
+                  if r["main_worst_efficiency"] < 0.8 or r.get("hot_shared_ways", 1.0) > 2.0]
+        assert not missed, missed
