@@ -43,9 +43,29 @@
 #endif
 #endif
 
-/* Positions per tile for FV filter vectors: FM_ACC/FV, rounded down to whole windows
- * (24, 12, 8 with AVX-512VL; 12, 4, 4 with AVX2). */
-#define FM_TILE_P(fv) (FM_ACC / (fv) / FM_WINDOW_MAX * FM_WINDOW_MAX)
+/* Filter vectors per tile, at most: 3 with 32 vector registers (a 4-vector tile would get
+ * FM_ACC/4 positions, not a whole number of 2x2 windows). With AVX2's 16, a 3 x 4 tile
+ * needs every register (12 sums, 3 weights, 1 input): GCC kept one sum in memory, a
+ * store-to-load chain every tap, and it ran at 41 GFLOP/s where 2 x 4 tiles ran at 75
+ * (network3's conv2 shape, 24 and 16 filters, Zen 3, one thread). */
+#if defined(__AVX512VL__)
+#define FM_MAX_FV 3
+#else
+#define FM_MAX_FV 2
+#endif
+
+/* Positions per tile for FV filter vectors: FM_ACC/FV, rounded down to whole windows,
+ * at most FM_MAX_P (24, 12, 8 with AVX-512VL; 8, 4 with AVX2). Each position's input
+ * offset lives in a general register, and there are 16 of those at every level: with
+ * AVX2 a 1 x 12 tile ran at 49 GFLOP/s, 1 x 8 at 56 (Zen 3, conv2 with 8 filters).
+ * The AVX-512 shapes were measured on Zen 4 and are kept until re-measured there. */
+#if defined(__AVX512VL__)
+#define FM_MAX_P FM_ACC
+#else
+#define FM_MAX_P 8
+#endif
+#define FM_TILE_P_(fv) (FM_ACC / (fv) / FM_WINDOW_MAX * FM_WINDOW_MAX)
+#define FM_TILE_P(fv) (FM_TILE_P_(fv) < FM_MAX_P ? FM_TILE_P_(fv) : FM_MAX_P)
 
 /* Keep a weight vector in a register: GCC otherwise folds its load into each of the P
  * multiply-adds that use it, and the loads became the bottleneck (conv2 81 -> 91

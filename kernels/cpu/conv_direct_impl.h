@@ -4,12 +4,11 @@ typedef FM_T FM_NAME(fm_vec) __attribute__((vector_size(32), aligned(sizeof(FM_T
 /* lane masks and indices: integers as wide as FM_T */
 typedef FM_INT FM_NAME(fm_ivec) __attribute__((vector_size(32)));
 
-/* Filter vectors per tile of the nvec in all: blocks of at most 3 (a 4-vector tile would
- * get FM_ACC/4 positions, not a whole number of 2x2 windows), as even as possible
- * (5 -> 3 + 2). */
+/* Filter vectors per tile of the nvec in all: blocks of at most FM_MAX_FV, as even as
+ * possible (5 -> 3 + 2 with AVX-512VL, 2 + 2 + 1 with AVX2). */
 static inline int FM_NAME(fm_block_width)(int remaining)
 {
-    int blocks = (remaining + 2) / 3;
+    int blocks = (remaining + FM_MAX_FV - 1) / FM_MAX_FV;
     return (remaining + blocks - 1) / blocks;
 }
 
@@ -41,7 +40,7 @@ static void FM_NAME(fastmom_pack_filters)(const FM_T *w, int f, int K, FM_T *wp)
  * constants at every call: after inlining, the loops unroll and the accumulators live in
  * registers (only the final copy to `out` touches memory). */
 static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
-    const FM_T *x, const FM_T *wp, int c, int h, int wd, int kh, int kw, const int *xoff,
+    const FM_T *x, const FM_T *wp, int c, int h, int wd, int kh, int kw, const long *xoff,
     FM_NAME(fm_vec) *out, const int fv, const int p)
 {
     typedef FM_NAME(fm_vec) vec;
@@ -53,15 +52,29 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
         for (int k = 0; k < kh; k++) {
             const FM_T *xrow = x + ((long)ci * h + k) * wd;
             for (int l = 0; l < kw; l++) {
-                vec wv[3];
-                for (int u = 0; u < fv; u++) {
-                    wv[u] = *(const vec *)(wp + u * FM_LANES);
-                    FM_IN_REGISTER(wv[u]);
+                /* 64-bit offsets from one pointer a tap: each input is one load with a
+                 * base + index address (int sums cost 3 integer ops a load, the loop's
+                 * front end, not its multiply-adds, was the limit) */
+                const FM_T *xl = xrow + l;
+                /* named, not an array: GCC stored a pinned array's elements to the stack
+                 * every tap (dead stores, but a uop each) */
+                vec w0 = *(const vec *)wp, w1 = w0, w2 = w0;
+                FM_IN_REGISTER(w0);
+                if (fv > 1) {
+                    w1 = *(const vec *)(wp + FM_LANES);
+                    FM_IN_REGISTER(w1);
+                }
+                if (fv > 2) {
+                    w2 = *(const vec *)(wp + 2 * FM_LANES);
+                    FM_IN_REGISTER(w2);
                 }
                 for (int q = 0; q < p; q++) {
-                    FM_T xq = xrow[l + xoff[q]];
-                    for (int u = 0; u < fv; u++)
-                        acc[u][q] += wv[u] * xq;
+                    FM_T xq = xl[xoff[q]];
+                    acc[0][q] += w0 * xq;
+                    if (fv > 1)
+                        acc[1][q] += w1 * xq;
+                    if (fv > 2)
+                        acc[2][q] += w2 * xq;
                 }
                 wp += fv * FM_LANES;
             }
@@ -94,7 +107,7 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
     int ws = ph * pw, nwin = PH * PW, K = c * kh * kw;
     int nvec = (f + FM_LANES - 1) / FM_LANES;
     vec out[FM_ACC];
-    int xoff[FM_ACC];
+    long xoff[FM_ACC];
     for (int v0 = 0; v0 < nvec;) {
         int fv = FM_NAME(fm_block_width)(nvec - v0);
         int p = FM_TILE_P(fv), per_tile = p / ws;
