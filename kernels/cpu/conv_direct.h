@@ -101,9 +101,15 @@
 
 /* Taps (c*kh*kw) below which im2col + GEMM stays faster: with few taps per output the
  * tile's epilogue (pooling 8 filters per vector, then one scalar store per filter and
- * window) outweighs its multiply-adds. network3's conv1 (25 taps) ran 0.86x as fast
- * direct, conv2 (500 taps) 1.32x (one thread, batch 256, Zen 4). */
+ * window) outweighs its multiply-adds. With AVX-512VL network3's conv1 (25 taps) ran
+ * 0.86x as fast direct, conv2 (500 taps) 1.32x (one thread, batch 256, Zen 4). With
+ * AVX2's 2 x 4 and 1 x 8 tiles conv1 runs 1.25x as fast direct (batch 10 and 64, one
+ * thread, Zen 3); fewer taps were not measured. */
+#if defined(__AVX512VL__)
 #define FM_MIN_TAPS 64
+#else
+#define FM_MIN_TAPS 25
+#endif
 
 /* Whether fastmom_conv_pool_direct is the faster path for K = c*kh*kw taps and ph x pw
  * pooling, at the level being compiled. */

@@ -36,10 +36,17 @@ def conv_problem(rng, shape, dtype):
 
 
 def test_direct_path_dispatch_rules():
-    assert cpu._k.direct_conv_applies(64, 2, 2) == cpu._k.direct_conv_applies(500, 2, 2)
-    # never for few taps (conv1's 25: im2col + GEMM measured faster) or windows of 3, 6, 9
-    # positions (a tile holds whole windows of up to 4)
-    for k, ph, pw in [(25, 2, 2), (63, 2, 2), (500, 3, 3), (500, 2, 3), (500, 1, 3)]:
+    # the fewest taps the direct path takes, per level (conv_direct.h, FM_MIN_TAPS): 25
+    # with AVX2's tiles (network3's conv1 measured faster direct), 64 with AVX-512's
+    # (conv1 measured faster through im2col + GEMM); the baseline level has no direct path
+    fewest = {"avx2": 25, "avx512": 64}.get(cpu.isa())
+    if fewest is None:
+        assert not cpu._k.direct_conv_applies(500, 2, 2)
+    else:
+        assert cpu._k.direct_conv_applies(fewest, 2, 2) and cpu._k.direct_conv_applies(500, 2, 2)
+        assert not cpu._k.direct_conv_applies(fewest - 1, 2, 2)
+    # never for windows of 3, 6, 9 positions (a tile holds whole windows of up to 4)
+    for k, ph, pw in [(500, 3, 3), (500, 2, 3), (500, 1, 3)]:
         assert not cpu._k.direct_conv_applies(k, ph, pw)
 
 
@@ -84,7 +91,7 @@ def test_conv_backward_rejects_bad_arguments(rng):
     assert not dw.any() and not dx.any()
 
 
-@pytest.mark.parametrize("shape", [(3, 20, 12, 12, 40, 5, 5, (2, 2)), (3, 1, 12, 12, 4, 5, 5, (2, 2))],
+@pytest.mark.parametrize("shape", [(3, 20, 12, 12, 40, 5, 5, (2, 2)), (3, 1, 12, 12, 4, 4, 4, (2, 2))],
                          ids=["direct-and-scattered", "im2col-gemm"])
 def test_conv_kernels_refuse_short_workspaces(rng, shape):
     # the compiled kernels index the workspaces the backend hands them by raw pointer:
