@@ -213,9 +213,15 @@ def resolve_resume(resume, checkpointer):
 
 
 class Sigint:
-    """Set by a deferred Ctrl-C: training should checkpoint and stop."""
+    """Set by a deferred Ctrl-C: training should checkpoint and stop.
+
+    ``requested`` is this process's Ctrl-C, set by the signal handler whenever it runs;
+    ``agreed`` is set on every rank by the same all-reduce when one rank's request has
+    reached them all (data parallelism acts on it alone: see ``parallel.DataParallel``).
+    """
 
     requested = False
+    agreed = False
 
 
 @contextlib.contextmanager

@@ -89,6 +89,10 @@ class Local:
         """Whether to stop after this epoch."""
         return stop_training
 
+    def interrupted(self, sigint):
+        """Whether to stop for Ctrl-C now: one process acts on its own request."""
+        return sigint.requested
+
 
 class DataParallel(Local):
     """Training on every rank of ``world`` (see the module's notes).
@@ -205,18 +209,25 @@ class DataParallel(Local):
         self._settle(sigint, bool(flags[1]))
         return bool(flags[0])
 
-    def _settle(self, sigint, agreed):
-        """Make ``sigint.requested`` what the ranks agreed (``agreed``; None on a step
-        whose flags are not read), which the trainer acts on.
+    def interrupted(self, sigint):
+        """Whether to stop for Ctrl-C now: only when the ranks agreed (:meth:`_settle`),
+        never on this rank's own request, which the handler may set at any moment."""
+        return sigint.agreed
 
-        A Ctrl-C this rank noted after its flag was sent (during the all-reduce, the
-        likeliest moment) is this rank's alone: acting on it would stop this rank without
-        the others, and dropping it would lose it; it is kept in ``_pending`` and sent
-        with the next all-reduce. No call stands between reading and clearing the flag:
-        Python runs signal handlers only at calls and jumps, so none can slip in there.
+    def _settle(self, sigint, agreed):
+        """Record in ``sigint.agreed`` what the ranks agreed (``agreed``; None on a step
+        whose flags are not read), which the trainer acts on (:meth:`interrupted`).
+
+        A Ctrl-C this rank noted after its flag was sent (during the all-reduce, or any
+        time until the trainer next checks) is this rank's alone: acting on it would stop
+        this rank without the others (they would wait in the next all-reduce for ever),
+        and dropping it would lose it; it is kept in ``_pending`` and sent with the next
+        all-reduce. No call stands between reading and clearing the flag: Python runs
+        signal handlers only at calls and jumps, so none can slip in there; a handler
+        that runs after it sets ``requested`` again, to be sent next step.
         """
         if agreed:
-            sigint.requested, self._pending = True, False
+            sigint.requested, sigint.agreed, self._pending = True, True, False
             return
         late = sigint.requested
         sigint.requested = False

@@ -434,7 +434,7 @@ class Trainer:
         for hook in _cb.hooks(self._hooks(), "on_epoch_end"):
             hook(self, record)
         self.stop_training = self._dp.agree(self.stop_training, self._sigint)
-        if self._sigint.requested:
+        if self._dp.interrupted(self._sigint):
             self._interrupt()
         if self.checkpointer is not None and self.checkpointer.due(self.step, self.epoch):
             self.save_checkpoint()
@@ -454,10 +454,11 @@ class Trainer:
                 run.bar.add_cost(cost)
             cost_sum = cost_sum + cost
             self.step += 1
-            if j + 1 < run.batches and (self._sigint.requested or (ck is not None and ck.due(self.step))):
+            stop = self._dp.interrupted(self._sigint)
+            if j + 1 < run.batches and (stop or (ck is not None and ck.due(self.step))):
                 # a mid-epoch checkpoint: where to pick the epoch up again
                 self._position = EpochPosition(j + 1, float(cost_sum), seconds(), run.n, start_rng)
-                if self._sigint.requested:
+                if stop:
                     self._interrupt()  # _position stays set: calling fit again continues this epoch
                 self.save_checkpoint()
                 self._position = None

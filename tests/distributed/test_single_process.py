@@ -179,5 +179,43 @@ def test_ctrl_c_during_the_all_reduce_is_sent_next_step_not_acted_on_alone(monke
         dp.reduce(1.0, sigint)
         # step 0: the other rank did not hear of it, so this rank must not stop alone;
         # step 1: sent, OR-ed (here: by this rank's own 1), agreed by all
+        assert dp.interrupted(sigint) is (step == 1)
         assert sigint.requested is (step == 1)
     assert world.sent == [0.0, 1.0]
+
+
+class _CostOnly(_LateCtrlC):
+    """A 2-rank world whose other rank sends nothing: the sums are this rank's values."""
+
+    def allreduce_sum(self, a, op=""):
+        if op == "cost all-reduce":
+            self.sent.append(float(a[1]))
+        return a
+
+
+def test_ctrl_c_after_the_all_reduce_is_sent_next_step_not_acted_on_alone(monkeypatch):
+    # the handler may also run after the flags were settled and before the trainer looks
+    # (at any call in between): the trainer must still act only on what the ranks agreed.
+    # Acting on this rank's own flag there once stopped rank 1 alone while rank 0 waited
+    # in the next all-reduce (a hang seen under load in CI, 2026-12-06)
+    from fastmom.train import Trainer
+    from fastmom.train.checkpointer import Sigint
+    from fastmom.train.parallel import DataParallel
+    monkeypatch.setenv("FASTMOM_MPI_OVERLAP", "0")
+    world = _CostOnly()
+    dp = DataParallel(Trainer(_conv_net(), progress=False), world)
+    sigint = Sigint()
+    dp.begin_step(0, 0)
+    dp.reduce(1.0, sigint)
+    sigint.requested = True  # the handler runs here, after _settle
+    assert not dp.interrupted(sigint)  # the other rank has not heard of it
+    dp.begin_step(1, 1)
+    dp.reduce(1.0, sigint)
+    assert dp.interrupted(sigint) and world.sent == [0.0, 1.0]
+    # the end-of-epoch agreement acts on agreement alone too
+    sigint2 = Sigint()
+    dp.agree(False, sigint2)
+    sigint2.requested = True
+    assert not dp.interrupted(sigint2)
+    dp.agree(False, sigint2)
+    assert dp.interrupted(sigint2)
