@@ -55,6 +55,7 @@ class RunClock:
 
     def __init__(self):
         self.stamps = []  # (wall, cpu) at the end of each epoch
+        self.resumed_at = []  # the epochs each later session resumed the run at
         self.restart()
 
     def restart(self):
@@ -70,10 +71,11 @@ class RunClock:
         self.stamps.append(self.now())
 
     def state_dict(self):
-        return {"stamps": [list(s) for s in self.stamps]}
+        return {"stamps": [list(s) for s in self.stamps], "resumed_at": list(self.resumed_at)}
 
     def load_state_dict(self, state):
         self.stamps = [tuple(s) for s in state["stamps"]]
+        self.resumed_at = list(state.get("resumed_at", []))  # absent before 2026-12-06
         self.restart()
 
 

@@ -73,7 +73,7 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
     # the data order is drawn from this generator: equal states, equal orders
     data_order = hashlib.sha256(json.dumps(trainer.data_rng.bit_generator.state, sort_keys=True,
                                            default=str).encode()).hexdigest()[:16]
-    store, resumed_at = None, []
+    store = None
     if checkpoints is not None:
         store = RunCheckpoints(checkpoints, (batch_size, optimizer.label, float(eta), int(seed)),
                                {"init_fingerprint": fingerprint, "data_order_fingerprint": data_order})
@@ -81,7 +81,7 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
         trainer.checkpointer = Checkpointer(store.directory, every=1, unit="epoch", keep_last=1)
         if last is not None:
             trainer.load_checkpoint(last)
-            resumed_at.append(trainer.epoch)
+            clock.resumed_at.append(trainer.epoch)  # carried by the next checkpoints
             log(f"resuming the run at epoch {trainer.epoch} from {last}")
     divergence = None
     # a diverging run overflows before the cost turns NaN; the Trainer reports that
@@ -92,8 +92,8 @@ def run_one(problem, data, optimizer, eta, seed, batch_size, epochs, device=None
             divergence = str(exc)
     run = _run_record(problem, optimizer, eta, seed, batch_size, epochs, net, trainer, clock, divergence)
     run.update(init_fingerprint=fingerprint, data_order_fingerprint=data_order)
-    if resumed_at:
-        run["resumed_at_epochs"] = resumed_at
+    if clock.resumed_at:
+        run["resumed_at_epochs"] = list(clock.resumed_at)
     if store is not None:
         store.finish()
     return run

@@ -533,20 +533,24 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
     out = tmp_path / "split"
 
-    def sigint_in_the_second_epoch(self, trainer, iteration):
-        if iteration == 4:  # the second mini-batch of epoch 1
-            os.kill(os.getpid(), signal.SIGINT)
+    def sigint_at(at):
+        def on_batch_begin(self, trainer, iteration):
+            if iteration == at:
+                os.kill(os.getpid(), signal.SIGINT)
+        return on_batch_begin
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(RunClock, "on_batch_begin", sigint_in_the_second_epoch, raising=False)
-        with pytest.raises(KeyboardInterrupt):
-            cv.main(args + ["--out", str(out)])
-    saved = list((out / "checkpoints").rglob("ckpt-*.npz"))
-    assert len(saved) == 1 and (saved[0].parent / "run.json").exists()
+    # stopped in the second mini-batch of epoch 1, then of epoch 2 (3 a epoch)
+    for at, resume in ((4, []), (7, ["--resume"])):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(RunClock, "on_batch_begin", sigint_at(at), raising=False)
+            with pytest.raises(KeyboardInterrupt):
+                cv.main(args + ["--out", str(out)] + resume)
+        saved = list((out / "checkpoints").rglob("ckpt-*.npz"))
+        assert len(saved) == 1 and (saved[0].parent / "run.json").exists()
 
     assert cv.main(args + ["--out", str(out), "--resume"]) == 0
     split = json.loads((out / "convergence-conv-sample.json").read_text())
-    assert split["runs"][0]["resumed_at_epochs"] == [1]
+    assert split["runs"][0]["resumed_at_epochs"] == [1, 2]  # every session's, carried
     assert "resumed_at_epochs" not in whole["runs"][0]
     assert _history_without_times(split) == _history_without_times(whole)
     assert [r["init_fingerprint"] for r in split["runs"]] == [r["init_fingerprint"] for r in whole["runs"]]
