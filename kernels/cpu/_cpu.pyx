@@ -470,7 +470,7 @@ cdef inline void _unpool_ties(real* win, int ow, int ph, int pw, int mask, real 
 
 @cython.cdivision(True)  # all operands are non-negative, where C and Python division agree
 def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :, ::1] y,
-                       int[:, :, :, ::1] argmax, real[:, :, :, ::1] dy, int ph, int pw, int act,
+                       int[:, :, :, ::1] argmax not None, real[:, :, :, ::1] dy, int ph, int pw, int act,
                        real[:, :, :, ::1] dw, real[::1] db, real[:, :, :, ::1] dx,
                        real[:, ::1] scratch, real[:, ::1] partial, real[::1] packed, int ib,
                        int group, int nthreads, bint ties=False):
@@ -512,8 +512,7 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* xp = &x[0, 0, 0, 0]
     cdef real* wp = &w[0, 0, 0, 0]
     cdef real* yp = &y[0, 0, 0, 0]
-    cdef int* ap = NULL if argmax is None else &argmax[0, 0, 0, 0]
-    cdef int* arow
+    cdef int* ap = &argmax[0, 0, 0, 0]
     cdef real* dyp = &dy[0, 0, 0, 0]
     cdef real* dwp = &dw[0, 0, 0, 0]
     cdef real* dbp = &db[0]

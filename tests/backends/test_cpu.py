@@ -121,6 +121,11 @@ def test_conv_kernels_refuse_short_workspaces(rng, shape):
                                           *buffers(bwd, (1, n, 0), i), 1, 1, 1)
     cpu._k.conv_pool_backward(x, w, y, am, dy, *pool, 2, dw, db, dx,
                               *buffers(bwd, (1, n, 0), -1), 1, 1, 1)
+    # the forward takes argmax=None (inference); the backward reads it, so refuses None
+    cpu._k.conv_pool_forward(x, w, b, *pool, 2, y, None, *buffers(fwd, (1, 0), -1), 1, 1)
+    with pytest.raises(TypeError, match="argmax"):
+        cpu._k.conv_pool_backward(x, w, y, None, dy, *pool, 2, dw, db, dx,
+                                  *buffers(bwd, (1, n, 0), -1), 1, 1, 1)
 
 
 def test_dense_softmax_momentum_reject_bad_arguments(rng):
