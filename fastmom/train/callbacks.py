@@ -16,6 +16,10 @@ object with any of these methods, each optional:
     When :meth:`~fastmom.Trainer.fit` returns normally.
 ``state_dict()`` / ``load_state_dict(state)``
     JSON-able progress saved in, and restored from, trainer checkpoints.
+
+A callback that acts on validation accuracy sets the class attribute
+``needs_validation_data = True``: :meth:`~fastmom.Trainer.fit` then refuses to start
+without ``validation_data`` (it would otherwise never act, silently).
 """
 from __future__ import annotations
 
@@ -72,6 +76,8 @@ class DivideOnPlateau:
 
     Its progress (``state_dict``) is part of a trainer checkpoint."""
 
+    needs_validation_data = True
+
     def state_dict(self):
         return {"initial_eta": self.initial_eta, "best": self.best, "bad_epochs": self.bad_epochs}
 
@@ -120,6 +126,8 @@ class EtaSchedule:
 class EarlyStopping:
     """Stop after ``patience`` epochs without a new best validation accuracy (network3's
     ``>=`` rule, as kept by :class:`~fastmom.History`)."""
+
+    needs_validation_data = True
 
     def __init__(self, patience):
         self.patience = _validate.positive_int("patience", patience)

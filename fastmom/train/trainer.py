@@ -347,7 +347,8 @@ class Trainer:
         Raises
         ------
         ValueError
-            For bad data, or ``early_stopping`` without ``validation_data``.
+            For bad data, or ``early_stopping`` (or a callback that acts on validation
+            accuracy, such as :class:`DivideOnPlateau`) without ``validation_data``.
         DivergenceError
             When a mini-batch's cost or gradient is not finite (the step is not applied).
         TrainingInterrupted
@@ -393,6 +394,11 @@ class Trainer:
         if self._early_stopping is not None and val is None:
             raise ValueError(f"early_stopping={self.early_stopping} needs validation_data: it stops when "
                              f"validation accuracy stops improving")
+        if val is None:
+            for cb in self.callbacks:
+                if getattr(cb, "needs_validation_data", False):
+                    raise ValueError(f"{type(cb).__name__} needs validation_data: it acts on validation "
+                                     f"accuracy and would never act without it")
         n, bs = x.shape[0], net.mini_batch_size
         if n // bs == 0:
             raise ValueError(f"training_data has {n} images, fewer than mini_batch_size={bs}")

@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from fastmom import FullyConnectedLayer, Network, ReLU, SoftmaxLayer, Trainer
+from fastmom import (DivideOnPlateau, EarlyStopping, FullyConnectedLayer, Network, ReLU, SoftmaxLayer,
+                     Trainer)
 from fastmom.checkpoint import list_checkpoints
 
 
@@ -62,6 +63,20 @@ def test_early_stopping_without_validation_data_is_refused():
         tr.fit(problem(), 3)
     assert tr.epoch == 0 and tr.step == 0
     tr.fit(problem(), 1, problem(20, 1))  # with it: fine
+
+
+@pytest.mark.parametrize("make", [lambda: {"schedule": DivideOnPlateau()},
+                                  lambda: {"callbacks": [EarlyStopping(2)]}],
+                         ids=["DivideOnPlateau", "EarlyStopping"])
+def test_validation_callbacks_without_validation_data_are_refused(make):
+    # they act on validation accuracy only: without it they would silently never act
+    tr = Trainer(net(), eta=0.1, progress=False, **make())
+    name = type((tr.callbacks)[0]).__name__
+    with pytest.raises(ValueError, match=f"{name} needs validation_data"):
+        tr.fit(problem(), 2)
+    assert tr.epoch == 0 and tr.step == 0
+    tr.fit(problem(), 1, problem(20, 1))  # with it: fine
+    assert tr.epoch == 1
 
 
 # -- the collapse guard ----------------------------------------------------------------------
