@@ -112,15 +112,28 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
         int fv = FM_NAME(fm_block_width)(nvec - v0);
         int p = FM_TILE_P(fv), per_tile = p / ws;
         const FM_T *wblock = wp + (long)v0 * FM_LANES * K;
+        /* the tile's first window, as a pooled row and column (advanced below, not
+         * divided per tile: with few taps (conv1's 25) a division per position cost
+         * about as much as the multiply-adds) */
+        int wrow = 0, wcol = 0;
         for (int w0 = 0; w0 < nwin; w0 += per_tile) {
             int nw = nwin - w0 < per_tile ? nwin - w0 : per_tile;
             /* positions window by window, row-major inside a window; a last tile with
              * fewer windows repeats its last position (computed, never stored) */
-            for (int q = 0; q < p; q++) {
-                int qq = q < nw * ws ? q : nw * ws - 1;
-                int wi = w0 + qq / ws, s = qq % ws;
-                xoff[q] = (wi / PW * ph + s / pw) * wd + wi % PW * pw + s % pw;
+            int q = 0;
+            for (int wn = 0, r = wrow, cl = wcol; wn < nw; wn++) {
+                long base = (long)r * ph * wd + (long)cl * pw;
+                for (int a = 0; a < ph; a++)
+                    for (int b = 0; b < pw; b++)
+                        xoff[q++] = base + (long)a * wd + b;
+                if (++cl == PW)
+                    cl = 0, r++;
             }
+            for (; q < p; q++)
+                xoff[q] = xoff[q - 1];
+            wcol += per_tile;
+            while (wcol >= PW)
+                wcol -= PW, wrow++;
             switch (fv) {
             case 1: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 1, FM_TILE_P(1)); break;
             case 2: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 2, FM_TILE_P(2)); break;
