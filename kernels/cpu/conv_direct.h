@@ -122,10 +122,12 @@ static inline int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
 /* Whether conv_pool_backward scatters each window's gradient from its argmax
  * (fastmom_conv_pool_backward_scatter) rather than multiplying the un-pooled map in two
  * GEMMs: windows of 4 or more positions (the GEMMs spend 3 in 4 multiply-adds on zeros
- * with 2x2 windows) and at least a vector's worth of input channels (the lanes). */
+ * with 2x2 windows), at most 32 (the scatter walks a window's positions as the bits of
+ * an unsigned int: 1 << argmax) and at least a vector's worth of input channels (the
+ * lanes). */
 static inline int fastmom_conv_scatter_applies(int c, int ph, int pw, int lanes)
 {
-    return FASTMOM_DIRECT_CONV && ph * pw >= 4 && c >= lanes;
+    return FASTMOM_DIRECT_CONV && ph * pw >= 4 && ph * pw <= 32 && c >= lanes;
 }
 
 #endif

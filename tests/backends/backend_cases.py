@@ -46,6 +46,8 @@ CONV_SHAPES = [
     (2, 13, 7, 8, 3, 3, 2, (2, 1)),         # 78 taps, 3 filters, 2x1 windows, ragged rows
     (2, 8, 9, 10, 41, 3, 3, (2, 2)),        # 72 taps, 41 filters, ragged rows
     (1, 9, 10, 11, 10, 3, 3, (2, 2)),       # batch 1, 9 channels on the scattered backward
+    (2, 8, 13, 14, 3, 2, 2, (6, 6)),        # 36-position windows: argmax past 31 (the
+                                            # scattered backward shifted 1 << argmax: wrong)
 ]
 DENSE_SHAPES = [(1, 7, 3), (3, 13, 5), (7, 13, 5), (5, 33, 37), (3, 10, 70), (10, 640, 100),
                 (33, 100, 10), (64, 640, 100),
