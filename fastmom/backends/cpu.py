@@ -179,7 +179,8 @@ def conv_pool_backward(x, w, y, argmax, dy, poolsize, act, dw, db, dx, pool_ties
     group = max(1, nchunks // _BWD_GROUPS)
     ngroups = -(-nchunks // group)
     nt = min(_threads(), ngroups)
-    s_len, p_len, k_len = _k.conv_backward_sizes(c, h, wd, f, kh, kw, ph, pw, ib, x.itemsize)
+    s_len, p_len, k_len = _k.conv_backward_sizes(c, h, wd, f, kh, kw, ph, pw, ib, x.itemsize,
+                                                 dx is not None)
     scratch = _workspace(("conv_bwd", nt), (nt, s_len), x.dtype)
     partial = _workspace("conv_bwd_partial", (ngroups, p_len), x.dtype)
     packed = _workspace("conv_bwd_packed", (k_len,), x.dtype)

@@ -59,6 +59,7 @@ cdef extern from "isa.h" nogil:
         const char* name
         int (*conv_pool_direct_applies)(int K, int ph, int pw) noexcept nogil
         int (*conv_scatter_applies)(int c, int ph, int pw, int lanes) noexcept nogil
+        int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx) noexcept nogil
         void (*pack_filters_f)(const float* w, int f, int K, float* wp) noexcept nogil
         void (*pack_filters_d)(const double* w, int f, int K, double* wp) noexcept nogil
         void (*conv_pool_direct_f)(const float* x, int c, int h, int wd, const float* wp, int f,
@@ -81,6 +82,14 @@ cdef extern from "isa.h" nogil:
             int ph, int pw, int PH, int PW, const double* dy, const double* y,
             const int* argmax, int act, int ties, double* xt, double* dxt, double* dwt,
             double* db, double* dx) noexcept nogil
+        void (*conv_pool_backward_rows_f)(
+            const float* x, int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int PH,
+            int PW, const float* dy, const float* y, const int* argmax, int act, int ties,
+            float* list, float* dwr, float* db) noexcept nogil
+        void (*conv_pool_backward_rows_d)(
+            const double* x, int c, int h, int wd, int f, int kh, int kw, int ph, int pw,
+            int PH, int PW, const double* dy, const double* y, const int* argmax, int act,
+            int ties, double* list, double* dwr, double* db) noexcept nogil
         void (*pool2x2_row_f)(const float* r0, const float* r1, int n, float* m,
                               int* best, int ties) noexcept nogil
         void (*pool2x2_row_d)(const double* r0, const double* r1, int n, double* m,
@@ -243,22 +252,26 @@ cdef int _check_workspace(str kernel, str name, Py_ssize_t have, Py_ssize_t need
 
 
 cdef _backward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f, int kh,
-                     int kw, int ph, int pw, int ib, int itemsize):
+                     int kw, int ph, int pw, int ib, int itemsize, bint want_dx):
     cdef int lanes = 32 // itemsize, K = c * kh * kw
     cdef Py_ssize_t cp = (c + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t kwp = (kw + lanes - 1) // lanes * lanes
     cdef Py_ssize_t ncols = <Py_ssize_t>ib * (h - kh + 1) * (wd - kw + 1)
+    cdef Py_ssize_t windows = <Py_ssize_t>((h - kh + 1) // ph) * ((wd - kw + 1) // pw) * ph * pw
     if kern.conv_scatter_applies(c, ph, pw, lanes):
         return 2 * h * wd * cp, f * kh * kw * cp + f, f * kh * kw * cp
+    if kern.conv_rows_applies(c, ph, pw, lanes, want_dx):
+        return 3 * windows, f * c * kh * kwp + f, 1
     return (K + f) * ncols, f * K + f, 1
 
 
 def conv_backward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib,
-                        int itemsize):
+                        int itemsize, bint dx=True):
     """``(scratch, partial, packed)``: the lengths of one thread's row of ``scratch``, one
     group's row of ``partial`` and of ``packed`` that :func:`conv_pool_backward` needs
-    for these shapes, on the path it will take at the current level (``packed`` is at
-    least 1)."""
-    return _backward_sizes(_isa, c, h, wd, f, kh, kw, ph, pw, ib, itemsize)
+    for these shapes, with or without the input gradient ``dx``, on the path it will
+    take at the current level (``packed`` is at least 1)."""
+    return _backward_sizes(_isa, c, h, wd, f, kh, kw, ph, pw, ib, itemsize, dx)
 
 
 cdef inline void _copy_row(real* dst, real* src, int n) noexcept nogil:
@@ -478,15 +491,18 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     ``ties`` (``pool_ties="all"``) ``argmax`` holds tie bitmasks and each window's
     gradient goes to every position set in its mask.
 
-    Two paths, chosen by the shapes (conv_direct.h's fastmom_conv_scatter_applies): with
-    pooling windows of 4+ positions and a vector's worth of input channels, each image
-    scatters its windows' gradients from their argmax, channel-last
-    (fastmom_conv_pool_backward_scatter; ``packed`` gets the filters channel-last);
-    otherwise each chunk of ``ib`` images un-pools ``dz`` and runs two GEMMs around an
-    im2col and a col2im. :func:`conv_backward_sizes` gives the lengths of a thread's
+    Three paths, chosen by the shapes (conv_direct.h's fastmom_conv_scatter_applies and
+    fastmom_conv_rows_applies): with pooling windows of 4 to 32 positions and a vector's
+    worth of input channels, each image scatters its windows' gradients from their
+    argmax, channel-last (fastmom_conv_pool_backward_scatter; ``packed`` gets the filters
+    channel-last); with such windows, fewer channels and no ``dx`` (a first layer), each
+    image sums the weight gradient along filter rows over its nonzero windows
+    (fastmom_conv_pool_backward_rows); otherwise each chunk of ``ib`` images un-pools
+    ``dz`` and runs two GEMMs around an im2col and a col2im. :func:`conv_backward_sizes` gives the lengths of a thread's
     ``scratch`` row, a group's ``partial`` row and ``packed``. Chunks go in groups of
     ``group`` consecutive chunks, run in order by one thread; ``partial`` holds each
-    group's ``dw`` (``K x F`` on the GEMM path, ``F x KH x KW x Cp`` scattered) and ``db``,
+    group's ``dw`` (``K x F`` on the GEMM path, ``F x KH x KW x Cp`` scattered,
+    ``F x C x KH x KWp`` by rows) and ``db``,
     accumulated over its chunks and summed in group order afterwards, so the result is
     the same bit for bit whatever the thread count and whichever thread ran which group.
     Groups keep the serial sum of partials short at large batches.
@@ -504,9 +520,13 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef int lanes = 32 // sizeof(real)
     cdef const fastmom_isa_kernels* kern = _isa
     cdef bint scatter = kern.conv_scatter_applies(c, ph, pw, lanes)
+    cdef bint rows = not scatter and kern.conv_rows_applies(c, ph, pw, lanes, want_dx)
     cdef int cp = (c + lanes - 1) // lanes * lanes
-    # one group's dw partial: K x F (GEMM path) or F x KH x KW x Cp (scattered)
-    cdef Py_ssize_t L = <Py_ssize_t>f * kh * kw * cp if scatter else <Py_ssize_t>f * K
+    cdef int kwp = (kw + lanes - 1) // lanes * lanes
+    # one group's dw partial: K x F (GEMM path), F x KH x KW x Cp (scattered) or
+    # F x C x KH x KWp (by rows)
+    cdef Py_ssize_t L = (<Py_ssize_t>f * kh * kw * cp if scatter else
+                         <Py_ssize_t>f * c * kh * kwp if rows else <Py_ssize_t>f * K)
     cdef Py_ssize_t plane = <Py_ssize_t>PH * PW
     cdef real* wt = &packed[0]
     cdef real* xp = &x[0, 0, 0, 0]
@@ -530,7 +550,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
     cdef real* dzr
     cdef real g, gb
     cdef int ar
-    s_len, p_len, k_len = _backward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib, sizeof(real))
+    s_len, p_len, k_len = _backward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib, sizeof(real),
+                                          want_dx)
     _check_workspace("conv_pool_backward", "scratch", sstride, s_len)
     _check_workspace("conv_pool_backward", "partial", pstride, p_len)
     _check_workspace("conv_pool_backward", "packed", packed.shape[0], k_len)
@@ -551,6 +572,23 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
         pdw = pp + gr * pstride
         pdb = pdw + L
         memset(pdb, 0, f * sizeof(real))
+        if rows:
+            memset(pdw, 0, L * sizeof(real))
+            for ch in range(gr * group, min(gr * group + group, nchunks)):
+                n0 = <Py_ssize_t>ch * ib
+                cnt = <int>min(<Py_ssize_t>ib, n - n0)
+                for j in range(cnt):
+                    o = (n0 + j) * f * plane
+                    # cols: this thread's scratch row, here the list of nonzero windows
+                    if real is float:
+                        kern.conv_pool_backward_rows_f(
+                            xp + (n0 + j) * img, c, h, wd, f, kh, kw, ph, pw, PH, PW,
+                            dyp + o, yp + o, ap + o, act, ties, cols, pdw, pdb)
+                    else:
+                        kern.conv_pool_backward_rows_d(
+                            xp + (n0 + j) * img, c, h, wd, f, kh, kw, ph, pw, PH, PW,
+                            dyp + o, yp + o, ap + o, act, ties, cols, pdw, pdb)
+            continue
         if scatter:
             memset(pdw, 0, L * sizeof(real))
             for ch in range(gr * group, min(gr * group + group, nchunks)):
@@ -637,6 +675,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
             for a in range(K):
                 if scatter:  # a = (ci*kh + k)*kw + l  ->  [(fi*kh + k)*kw + l]*cp + ci
                     q = ((<Py_ssize_t>fi * kh + a % (kh * kw) // kw) * kw + a % kw) * cp + a // (kh * kw)
+                elif rows:  # a = (ci*kh + k)*kw + l  ->  ((fi*c + ci)*kh + k)*kwp + l
+                    q = (<Py_ssize_t>fi * c * kh + a // kw) * kwp + a % kw
                 else:
                     q = <Py_ssize_t>a * f + fi
                 dwp[<Py_ssize_t>fi * K + a] = pp[q]

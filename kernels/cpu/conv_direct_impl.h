@@ -257,3 +257,150 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
             for (long p = 0; p < plane; p++)
                 dx[ci * plane + p] = dxt[p * cp + ci];
 }
+
+/* The first n lanes at p (the rest zero, nothing past p + n read): a filter row's last,
+ * partial vector, which may end where the image buffer ends. */
+static inline __attribute__((always_inline)) FM_NAME(fm_vec) FM_NAME(fm_row_load)(
+    const FM_T *p, FM_NAME(fm_ivec) mask)
+{
+#if FM_LANES == 8
+    return (FM_NAME(fm_vec))_mm256_maskload_ps(p, (__m256i)mask);
+#else
+    return (FM_NAME(fm_vec))_mm256_maskload_pd(p, (__m256i)mask);
+#endif
+}
+
+/* NR filter-row vectors (at x + off[j], all with the same lanes: mask) times the n
+ * entries of a list of (input offset ol[e], gradient gl[e]), summed in list order, even
+ * and odd entries in two sets of sums (two independent chains per row: one would wait
+ * on the multiply-add latency), added to dw[j * stride] at the end. NR is a literal at
+ * every call: the sums stay in registers. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_rows_tile)(
+    const FM_T *x, const long *off, FM_NAME(fm_ivec) mask, const int *ol, const FM_T *gl,
+    int n, FM_NAME(fm_vec) *dw, int stride, const int NR)
+{
+    typedef FM_NAME(fm_vec) vec;
+    vec a[FM_ROWS_MAX], b[FM_ROWS_MAX];
+    for (int j = 0; j < NR; j++)
+        a[j] = b[j] = (vec){0};
+    int e = 0;
+    for (; e + 1 < n; e += 2) {
+        const FM_T *x0 = x + ol[e], *x1 = x + ol[e + 1];
+        FM_T g0 = gl[e], g1 = gl[e + 1];
+        for (int j = 0; j < NR; j++) {
+            a[j] += FM_NAME(fm_row_load)(x0 + off[j], mask) * g0;
+            b[j] += FM_NAME(fm_row_load)(x1 + off[j], mask) * g1;
+        }
+    }
+    if (e < n)
+        for (int j = 0; j < NR; j++)
+            a[j] += FM_NAME(fm_row_load)(x + ol[e] + off[j], mask) * gl[e];
+    for (int j = 0; j < NR; j++)
+        dw[j * stride] += a[j] + b[j];
+}
+
+/* The weight gradient of one image of conv_pool_forward for a first layer (no input
+ * gradient) with fewer input channels than a vector has lanes, where the scattered
+ * backward above would fill c lanes in FM_LANES (network3's conv1: one channel) and the
+ * GEMMs spend 3 multiply-adds in 4 on the un-pooled map's zeros (2x2 windows). Here the
+ * lanes run along a filter row instead: for each filter, the windows with
+ * g = dy * act'(y) != 0 are listed once (with their argmax, or with `ties` every
+ * position in their tie mask, as input offsets), then
+ *     dwr[fi, ci, k, l] += sum over the list of g * x[ci, r + k, s + l]
+ * with the filter row (l < kw) padded to kwp = whole vectors (lanes past kw hold zeros
+ * times g). db[fi] gets the sum of every g. `list` is scratch of 3 * PH*PW*ph*pw
+ * scalars. */
+static void FM_NAME(fastmom_conv_pool_backward_rows)(
+    const FM_T *x, int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int PH, int PW,
+    const FM_T *dy, const FM_T *y, const int *argmax, int act, int ties, FM_T *list,
+    FM_T *dwr, FM_T *db)
+{
+    typedef FM_NAME(fm_vec) vec;
+    typedef FM_NAME(fm_ivec) ivec;
+    int kwv = (kw + FM_LANES - 1) / FM_LANES, rows = c * kh * kwv, ws = ph * pw;
+    long plane = (long)h * wd, nwin = (long)PH * PW;
+    FM_T *gl = list;
+    int *ol = (int *)(list + nwin * ws);
+    /* a window position's input offset from the window's corner: no division per entry
+     * (a 64-bit division per window cost more than the multiply-adds) */
+    int aoff[32];
+    for (int a = 0; a < ws; a++)
+        aoff[a] = a / pw * wd + a % pw;
+    FM_T *gw = list + 2 * nwin * ws; /* a filter's window gradients */
+    for (int fi = 0; fi < f; fi++) {
+        const FM_T *dyf = dy + fi * nwin, *yf = y + fi * nwin;
+        const int *af = argmax + fi * nwin;
+        /* g = dy * act'(y) per window, the activation's branch outside the loop (each
+         * loop then vectorises), summed into db in FM_LANES interleaved sums: one chain
+         * of additions would take its latency per window */
+        switch (act) {
+#define FM_G_LOOP(A)                                                                       \
+        for (long o = 0; o < nwin; o++)                                                    \
+            gw[o] = dyf[o] * FM_NAME(fastmom_dact)(yf[o], A);                              \
+        break;
+        case FASTMOM_RELU: FM_G_LOOP(FASTMOM_RELU)
+        case FASTMOM_LINEAR: FM_G_LOOP(FASTMOM_LINEAR)
+        case FASTMOM_TANH: FM_G_LOOP(FASTMOM_TANH)
+        default: FM_G_LOOP(FASTMOM_SIGMOID)
+#undef FM_G_LOOP
+        }
+        vec gs = (vec){0};
+        long o = 0;
+        for (; o + FM_LANES <= nwin; o += FM_LANES) {
+            vec g;
+            memcpy(&g, gw + o, sizeof g);
+            gs += g;
+        }
+        FM_T gsum = 0;
+        for (int l = 0; l < FM_LANES; l++)
+            gsum += gs[l];
+        for (; o < nwin; o++)
+            gsum += gw[o];
+        db[fi] += gsum;
+        /* the list: each window's argmax (or tied positions) as input offsets, with g;
+         * branch-free for the argmax (a ReLU's zeros are data-dependent: a branch on
+         * them mispredicts), written always and kept unless g is zero */
+        int n = 0;
+        o = 0;
+        for (int pi = 0; pi < PH; pi++) {
+            for (int pj = 0; pj < PW; pj++, o++) {
+                FM_T g = gw[o];
+                int corner = pi * ph * wd + pj * pw;
+                if (!ties) {
+                    ol[n] = corner + aoff[af[o]];
+                    gl[n] = g;
+                    n += g != 0;
+                    continue;
+                }
+                if (g == 0)
+                    continue;
+                for (unsigned pos = (unsigned)af[o]; pos; pos &= pos - 1) {
+                    ol[n] = corner + aoff[__builtin_ctz(pos)];
+                    gl[n++] = g;
+                }
+            }
+        }
+        vec *dwf = (vec *)(dwr + (long)fi * rows * FM_LANES);
+        /* a tile's rows share their vector's place v in the filter row, so one mask
+         * register serves them all */
+        for (int v = 0; v < kwv; v++) {
+            ivec mask;
+            for (int l = 0; l < FM_LANES; l++)
+                mask[l] = v * FM_LANES + l < kw ? -1 : 0;
+            for (int r0 = 0; r0 < c * kh; r0 += FM_ROWS_MAX) { /* r = ci*kh + k */
+                int nr = c * kh - r0 < FM_ROWS_MAX ? c * kh - r0 : FM_ROWS_MAX;
+                long off[FM_ROWS_MAX];
+                for (int j = 0; j < nr; j++)
+                    off[j] = (r0 + j) / kh * plane + (long)((r0 + j) % kh) * wd + v * FM_LANES;
+                vec *dw = dwf + (long)r0 * kwv + v;
+                switch (nr) {
+                case 1: FM_NAME(fm_rows_tile)(x, off, mask, ol, gl, n, dw, kwv, 1); break;
+                case 2: FM_NAME(fm_rows_tile)(x, off, mask, ol, gl, n, dw, kwv, 2); break;
+                case 3: FM_NAME(fm_rows_tile)(x, off, mask, ol, gl, n, dw, kwv, 3); break;
+                case 4: FM_NAME(fm_rows_tile)(x, off, mask, ol, gl, n, dw, kwv, 4); break;
+                default: FM_NAME(fm_rows_tile)(x, off, mask, ol, gl, n, dw, kwv, FM_ROWS_MAX); break;
+                }
+            }
+        }
+    }
+}

@@ -47,6 +47,10 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
         const T *x, int c, int h, int wd, const T *wt, int f, int kh, int kw, int ph, int pw, \
         int PH, int PW, const T *dy, const T *y, const int *argmax, int act, int ties, T *xt, \
         T *dxt, T *dwt, T *db, T *dx);                                                      \
+    void (*conv_pool_backward_rows_##S)(                                                    \
+        const T *x, int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int PH,    \
+        int PW, const T *dy, const T *y, const int *argmax, int act, int ties, T *list,      \
+        T *dwr, T *db);                                                                     \
     void (*pool2x2_row_##S)(const T *r0, const T *r1, int n, T *m, int *best, int ties);    \
     T (*unpool2x2_row_##S)(const T *dy, const T *y, const int *best, int n, int act,        \
                            int ties, T *z0, T *z1);                                         \
@@ -61,6 +65,7 @@ typedef struct fastmom_isa_kernels {
     const char *name;
     int (*conv_pool_direct_applies)(int K, int ph, int pw);
     int (*conv_scatter_applies)(int c, int ph, int pw, int lanes);
+    int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx);
     FM_ISA_KERNELS(float, f)
     FM_ISA_KERNELS(double, d)
 } fastmom_isa_kernels;

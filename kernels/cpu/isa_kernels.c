@@ -33,6 +33,11 @@ static int fm_scatter_applies(int c, int ph, int pw, int lanes)
     return fastmom_conv_scatter_applies(c, ph, pw, lanes);
 }
 
+static int fm_rows_applies(int c, int ph, int pw, int lanes, int want_dx)
+{
+    return fastmom_conv_rows_applies(c, ph, pw, lanes, want_dx);
+}
+
 #if FASTMOM_DIRECT_CONV
 #define FM_DIRECT(fn) fn
 #else
@@ -50,6 +55,7 @@ static int fm_scatter_applies(int c, int ph, int pw, int lanes)
     .conv_pool_direct_##S = FM_DIRECT(fastmom_conv_pool_direct_##S),                       \
     .pack_filters_cl_##S = FM_DIRECT(fastmom_pack_filters_cl_##S),                         \
     .conv_pool_backward_scatter_##S = FM_DIRECT(fastmom_conv_pool_backward_scatter_##S),   \
+    .conv_pool_backward_rows_##S = FM_DIRECT(fastmom_conv_pool_backward_rows_##S),         \
     .pool2x2_row_##S = fastmom_pool2x2_row_##S, .unpool2x2_row_##S = fastmom_unpool2x2_row_##S,    \
     .dense_small_forward_##S = FM_DENSE_SMALL(fastmom_dense_small_forward_##S),             \
     .dense_small_backward_##S = FM_DENSE_SMALL(fastmom_dense_small_backward_##S),          \
@@ -61,6 +67,7 @@ const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA) = {
     .name = FM_STR(FM_ISA),
     .conv_pool_direct_applies = fm_direct_applies,
     .conv_scatter_applies = fm_scatter_applies,
+    .conv_rows_applies = fm_rows_applies,
     FM_ENTRIES(f)
     FM_ENTRIES(d)
 };
