@@ -416,6 +416,7 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef int ch, cnt, ncols, fi, j, pi
     cdef Py_ssize_t n0, o
     cdef real* cols
+    cdef real* xi
     cdef real* z
     cdef real* zr
     s_len, k_len = _forward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib)
@@ -572,41 +573,36 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
         pdw = pp + gr * pstride
         pdb = pdw + L
         memset(pdb, 0, f * sizeof(real))
-        if rows:
+        if scatter or rows:  # image by image
             memset(pdw, 0, L * sizeof(real))
             for ch in range(gr * group, min(gr * group + group, nchunks)):
                 n0 = <Py_ssize_t>ch * ib
                 cnt = <int>min(<Py_ssize_t>ib, n - n0)
                 for j in range(cnt):
                     o = (n0 + j) * f * plane
+                    xi = xp + (n0 + j) * img
                     # cols: this thread's scratch row, here the list of nonzero windows
+                    # (rows) or x and dx channel-last (scattered)
                     if real is float:
-                        kern.conv_pool_backward_rows_f(
-                            xp + (n0 + j) * img, c, h, wd, f, kh, kw, ph, pw, PH, PW,
-                            dyp + o, yp + o, ap + o, act, ties, cols, pdw, pdb)
+                        if rows:
+                            kern.conv_pool_backward_rows_f(
+                                xi, c, h, wd, f, kh, kw, ph, pw, PH, PW, dyp + o, yp + o, ap + o,
+                                act, ties, cols, pdw, pdb)
+                        else:
+                            kern.conv_pool_backward_scatter_f(
+                                xi, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW, dyp + o, yp + o,
+                                ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
+                                dxp + (n0 + j) * img if want_dx else NULL)
                     else:
-                        kern.conv_pool_backward_rows_d(
-                            xp + (n0 + j) * img, c, h, wd, f, kh, kw, ph, pw, PH, PW,
-                            dyp + o, yp + o, ap + o, act, ties, cols, pdw, pdb)
-            continue
-        if scatter:
-            memset(pdw, 0, L * sizeof(real))
-            for ch in range(gr * group, min(gr * group + group, nchunks)):
-                n0 = <Py_ssize_t>ch * ib
-                cnt = <int>min(<Py_ssize_t>ib, n - n0)
-                for j in range(cnt):
-                    o = (n0 + j) * f * plane
-                    # cols: this thread's scratch row, here x and dx channel-last
-                    if real is float:
-                        kern.conv_pool_backward_scatter_f(
-                            xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
-                            dyp + o, yp + o, ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
-                            dxp + (n0 + j) * img if want_dx else NULL)
-                    else:
-                        kern.conv_pool_backward_scatter_d(
-                            xp + (n0 + j) * img, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW,
-                            dyp + o, yp + o, ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
-                            dxp + (n0 + j) * img if want_dx else NULL)
+                        if rows:
+                            kern.conv_pool_backward_rows_d(
+                                xi, c, h, wd, f, kh, kw, ph, pw, PH, PW, dyp + o, yp + o, ap + o,
+                                act, ties, cols, pdw, pdb)
+                        else:
+                            kern.conv_pool_backward_scatter_d(
+                                xi, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW, dyp + o, yp + o,
+                                ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
+                                dxp + (n0 + j) * img if want_dx else NULL)
             continue
         for ch in range(gr * group, min(gr * group + group, nchunks)):
             n0 = <Py_ssize_t>ch * ib
