@@ -52,11 +52,12 @@ def conv_flops(c, h, w, f, k, first=False):
 
 # -- fastmom networks -------------------------------------------------------------------
 
-def fastmom_step(device, batch, seed=0):
-    """``(train_step, inference)`` closures of network3's net on ``device``."""
+def fastmom_step(device, batch, seed=0, arch="conv"):
+    """``(train_step, inference)`` closures of network3's net (or another of
+    :data:`fastmom.models.ARCHITECTURES`) on ``device``, trained with momentum SGD."""
     from fastmom import MomentumSGD, Network
-    from fastmom.models import conv_layers
-    net = Network(conv_layers(batch), batch, device=device, seed=seed)
+    from fastmom.models import build_layers
+    net = Network(build_layers(arch, batch), batch, device=device, seed=seed)
     opt = MomentumSGD(net, eta=0.01, momentum=0.9)
     rng = np.random.default_rng(seed)
     x = net.prepare_inputs(rng.random((batch, 784), dtype=np.float32))

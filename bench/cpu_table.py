@@ -123,14 +123,7 @@ def chapter6_flops_per_image():
 
 def fastmom_chapter6(batch, seed=0):
     """``(train_step, inference)`` closures of the chapter-6 net on the cpu backend."""
-    from fastmom import MomentumSGD, Network
-    from fastmom.models import build_layers
-    net = Network(build_layers("conv-dropout", batch), batch, device="cpu", seed=seed)
-    opt = MomentumSGD(net, eta=0.01, momentum=0.9)
-    rng = np.random.default_rng(seed)
-    x = net.prepare_inputs(rng.random((batch, 784), dtype=np.float32))
-    y = net.prepare_labels(rng.integers(0, 10, batch), batch)
-    return (lambda: (net.train_step(x, y), opt.step())), (lambda: net._forward(x, False))
+    return C.fastmom_step("cpu", batch, seed, arch="conv-dropout")
 
 
 def torch_chapter6(batch, channels_last, threads, seed=0):

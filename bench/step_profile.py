@@ -21,25 +21,15 @@ import time
 
 import numpy as np
 
+if __package__:  # python -m bench.step_profile, or imported (the tests)
+    from . import common as C
+else:  # python bench/step_profile.py
+    import common as C
+
 #: The backend primitives a training step calls (fastmom.backends' interface).
 PRIMITIVES = ("conv_pool_forward", "conv_pool_backward", "dense_forward", "dense_backward",
               "dropout_mask", "apply_mask", "softmax_nll_forward", "softmax_nll_backward",
               "momentum_step")
-
-
-def _step(arch, batch, seed=0):
-    from fastmom import MomentumSGD, Network
-    from fastmom.models import build_layers
-    net = Network(build_layers(arch, batch), batch, device="cpu", seed=seed)
-    opt = MomentumSGD(net, eta=0.01, momentum=0.9)
-    rng = np.random.default_rng(seed)
-    x = net.prepare_inputs(rng.random((batch, 784), dtype=np.float32))
-    y = net.prepare_labels(rng.integers(0, 10, batch), batch)
-
-    def step():
-        net.train_step(x, y)
-        opt.step()
-    return step
 
 
 def _rounds(step, rounds, steps):
@@ -55,7 +45,7 @@ def _rounds(step, rounds, steps):
 def profile(arch, batch, rounds=9, steps=40, warmup=30):
     """``(step seconds, {(primitive, last dim): seconds per step}, wrapped step seconds)``."""
     from fastmom.backends import cpu
-    step = _step(arch, batch)
+    step, _ = C.fastmom_step("cpu", batch, arch=arch)
     for _ in range(warmup):
         step()
     plain = _rounds(step, rounds, steps)
