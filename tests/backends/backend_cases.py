@@ -48,6 +48,8 @@ CONV_SHAPES = [
     (1, 9, 10, 11, 10, 3, 3, (2, 2)),       # batch 1, 9 channels on the scattered backward
     (2, 8, 13, 14, 3, 2, 2, (6, 6)),        # 36-position windows: argmax past 31 (the
                                             # scattered backward shifted 1 << argmax: wrong)
+    (1, 3, 14, 15, 3, 5, 11, (2, 2)),       # filter rows of 11 taps: two vectors, the last
+                                            # masked, on the first layer's row backward
 ]
 DENSE_SHAPES = [(1, 7, 3), (3, 13, 5), (7, 13, 5), (5, 33, 37), (3, 10, 70), (10, 640, 100),
                 (33, 100, 10), (64, 640, 100),

@@ -108,7 +108,8 @@ def hand_gradients(x, w, b, pool, dy, rule):
 
 # (N, C, H, W, F, KH, KW, pool): the scalar and the vector 2x2 rows (16 windows a row),
 # a general window (3x2), the cpu's direct forward (>= 64 taps; the last shape's 32 taps
-# take it with AVX2 too) and its scattered backward (>= 8 channels); integer data, so
+# take it with AVX2 too) and its scattered backward (>= 8 channels), or with fewer
+# channels a first layer's row backward (the want_dx=False run below); integer data, so
 # the convolution is exact and ties abound
 TIE_SHAPES = [
     (2, 1, 6, 9, 2, 1, 2, (2, 2)),
