@@ -258,8 +258,8 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
                 dx[ci * plane + p] = dxt[p * cp + ci];
 }
 
-/* The first n lanes at p (the rest zero, nothing past p + n read): a filter row's last,
- * partial vector, which may end where the image buffer ends. */
+/* The lanes of p that `mask` selects (the rest zero, nothing else read): a filter row's
+ * last, partial vector, which may end where the image buffer ends. */
 static inline __attribute__((always_inline)) FM_NAME(fm_vec) FM_NAME(fm_row_load)(
     const FM_T *p, FM_NAME(fm_ivec) mask)
 {
