@@ -21,11 +21,8 @@ if ! command -v qemu-x86_64 >/dev/null 2>&1; then
   apt-get install -y -q qemu-user >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q qemu-user; }
 fi
 
-# the working tree as it is (tracked and untracked-but-not-ignored files), never the
-# shared in-place build; Cython's up-to-date C output comes along to save translating
-(cd "$repo" && git ls-files -z -c -o --exclude-standard | tar --null -T - -cf -) | (mkdir -p "$tmp/src" && tar -x -C "$tmp/src")
-rm -f "$tmp"/src/fastmom/_kernels/*.so
-[ -d "$repo/build/cython" ] && mkdir -p "$tmp/src/build" && cp -a "$repo/build/cython" "$tmp/src/build/"
+. "$repo/.ci/copy_tree.sh"
+copy_tree "$tmp/src" --cython-output
 "$PYTHON" -m pip wheel -q --no-build-isolation --no-deps -w "$tmp/dist" "$tmp/src" >"$tmp/build.log" 2>&1 || {
   tail -40 "$tmp/build.log" >&2; echo "qemu: wheel build failed" >&2; exit 2; }
 wheel=$(ls "$tmp"/dist/fastmom-*.whl)

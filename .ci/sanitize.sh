@@ -42,13 +42,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
 san_env=(env LD_PRELOAD="$libasan $libubsan" PYTHONMALLOC=malloc PYTHONDONTWRITEBYTECODE=1
          FASTMOM_NUM_THREADS=2 OMP_NUM_THREADS=2 PYTHONPATH=)
 
-# copy the working tree as it is (tracked and untracked-but-not-ignored files): never
-# the shared in-place build
-copy_tree() {
-  mkdir -p "$1"
-  (cd "$repo" && git ls-files -z -c -o --exclude-standard | tar --null -T - -cf -) | tar -x -C "$1"
-  rm -f "$1"/fastmom/_kernels/*.so
-}
+. "$repo/.ci/copy_tree.sh"
 
 build() {  # build_ext --inplace into the copy; the log goes to $1/build.log
   (cd "$1" && FASTMOM_SANITIZE=1 "$PYTHON" setup.py -q build_ext --inplace >build.log 2>&1) || {

@@ -57,6 +57,7 @@ cdef extern from "isa.h" nogil:
     const char* fastmom_isa_names[]
     ctypedef struct fastmom_isa_kernels:
         const char* name
+        int forward_vector_bytes
         int (*conv_pool_direct_applies)(int K, int ph, int pw) noexcept nogil
         int (*conv_scatter_applies)(int c, int ph, int pw, int lanes) noexcept nogil
         int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx) noexcept nogil
@@ -219,6 +220,13 @@ cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, real alpha, real* 
 
 # -- convolution + max-pool -------------------------------------------------------------
 
+def forward_vector_bytes():
+    """Bytes per vector of the direct forward's tiles at the current level: 32 (AVX2),
+    64 (AVX-512, or the AVX2 level of a FASTMOM_EMULATE_AVX512 test build), 0 where the
+    level has no direct convolution (conv_direct.h)."""
+    return _isa.forward_vector_bytes
+
+
 def direct_conv_applies(int K, int ph, int pw):
     """Whether :func:`conv_pool_forward` convolves and pools directly (conv_direct.h)
     rather than by im2col + GEMM: the current level has the direct kernel (AVX2 + FMA),
@@ -229,9 +237,10 @@ def direct_conv_applies(int K, int ph, int pw):
 
 cdef _forward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f, int kh,
                     int kw, int ph, int pw, int ib):
-    cdef int K = c * kh * kw
+    cdef int K = c * kh * kw, lanes = kern.forward_vector_bytes // 4
     if kern.conv_pool_direct_applies(K, ph, pw):
-        return 1, (f + 7) // 8 * 8 * K  # filters in vectors of 8 floats / 2 x 4 doubles
+        # filters in vectors of `lanes` floats (8, or 16 with AVX-512) or half as many doubles
+        return 1, (f + lanes - 1) // lanes * lanes * K
     # im2col columns and the pre-pool map, then one row of window argmaxes (as ints: a
     # real is at least as wide) for inference, which stores none
     return (K + f) * ib * (h - kh + 1) * (wd - kw + 1) + (wd - kw + 1), 1

@@ -5,15 +5,17 @@
  * arithmetic needs (im2col writes the columns, the BLAS packs them again), then writes
  * the whole pre-pool map and reads it back to pool it: in network3's conv2 at batch 256
  * that traffic took as long as the multiply-adds, and the scalar 2x2 pooling a third of
- * conv1. Here a tile of FV filter vectors (8 floats or 4 doubles: one filter per lane)
- * x P output positions (whole pooling windows) keeps its FV*P accumulators in registers,
+ * conv1. Here a tile of FV filter vectors (8 floats or 4 doubles, twice as many with
+ * AVX-512: one filter per lane) x P output positions (whole pooling windows) keeps its
+ * FV*P accumulators in registers,
  * reads the image (in L1) and the packed filters (one contiguous stream) directly (per
  * tap, FV vector loads and P broadcast inputs feed FV*P fused multiply-adds) and pools
- * its windows with vector compares, 8 filters at a time. The pre-pool map never exists.
+ * its windows with vector compares, a vector of filters at a time. The pre-pool map
+ * never exists.
  *
  * Written once in conv_direct_impl.h and instantiated for float and double (C has no
  * templates). Needs the GCC/Clang vector extension and AVX2 with FMA (the tiles are sized
- * for 32-byte registers; on SSE2 alone they spilled and ran 40x slower), and pooling
+ * for 32-byte registers or more; on SSE2 alone they spilled and ran 40x slower), and pooling
  * windows of 1, 2 or 4 positions (a tile holds whole windows): elsewhere, e.g. at the
  * baseline level (isa.h) or on another architecture, fastmom_conv_pool_direct_applies is
  * false and the kernels keep im2col + GEMM. Compiled per level by isa_kernels.c.
@@ -31,13 +33,33 @@
 #define FASTMOM_DIRECT_CONV 1
 #include <immintrin.h> /* masked loads (the row backward's partial vectors) */
 
+/* The forward's tiles (fastmom_conv_pool_direct) in 64-byte vectors, 16 floats or 8
+ * doubles, where the CPU has AVX-512, else 32-byte ones: Zen 5 and Intel's AVX-512 cores
+ * do twice the multiply-adds a cycle in zmm registers (Zen 4 splits one into two halves,
+ * the same rate as two ymm). The backward kernels keep 32-byte vectors (FM_LANES).
+ *
+ * FM_EMULATE_AVX512 (a test build only: setup.py's FASTMOM_EMULATE_AVX512=1) compiles
+ * the AVX-512 level's forward, its 64-byte vectors and tile shapes, into the AVX2 level.
+ * GCC splits each 64-byte operation into two 32-byte halves: the same sums in the same
+ * order, at no particular speed, so a CPU without AVX-512 tests that code against the
+ * reference (.ci/isa.sh). */
+#if defined(__AVX512VL__) || defined(FM_EMULATE_AVX512)
+#define FM_WIDE 1
+#define FM_FWD_BYTES 64
+#else
+#define FM_WIDE 0
+#define FM_FWD_BYTES 32
+#endif
+/* Scalars per forward vector (FM_LANES: per 32 bytes, set by instantiate.h) */
+#define FM_FWD_LANES (FM_LANES * FM_FWD_BYTES / 32)
+
 /* Accumulators per tile: FV*P + FV + 1 vectors must fit the vector registers (32 with
  * AVX-512VL, 16 with AVX2 alone). Measured on network3's conv2 (Zen 4, one thread,
  * GFLOP/s of the convolution alone): 8 -> 51, 12 -> 81-91, 16 -> 97, 24 -> 100 (conv1:
  * 27, 45-60, 60, 66): more independent sums hide the FMA latency and amortise the
  * tile's epilogue. */
 #ifndef FM_ACC
-#if defined(__AVX512VL__)
+#if FM_WIDE
 #define FM_ACC 24
 #else
 #define FM_ACC 12
@@ -49,19 +71,24 @@
  * needs every register (12 sums, 3 weights, 1 input): GCC kept one sum in memory, a
  * store-to-load chain every tap, and it ran at 41 GFLOP/s where 2 x 4 tiles ran at 75
  * (network3's conv2 shape, 24 and 16 filters, Zen 3, one thread). */
-#if defined(__AVX512VL__)
+#if FM_WIDE
 #define FM_MAX_FV 3
 #else
 #define FM_MAX_FV 2
 #endif
 
 /* Positions per tile for FV filter vectors: FM_ACC/FV, rounded down to whole windows,
- * at most FM_MAX_P (24, 12, 8 with AVX-512VL; 8, 4 with AVX2). Each position's input
+ * at most FM_MAX_P (8, 12, 12 with AVX-512; 4, 8 with AVX2). Each position's input
  * offset lives in a general register, and there are 16 of those at every level: with
  * AVX2 a 1 x 12 tile ran at 49 GFLOP/s, 1 x 8 at 56 (Zen 3, conv2 with 8 filters).
- * The AVX-512 shapes were measured on Zen 4 and are kept until re-measured there. */
-#if defined(__AVX512VL__)
-#define FM_MAX_P FM_ACC
+ * With AVX-512, 12: a 1 x 24 tile compiled (GCC 12) to a position loop that was not
+ * unrolled (GCC unrolls at most 16 times) with its 24 sums in memory, a load, FMA and
+ * store each; 12 positions reload 2 offsets from the stack a tap, 24 would reload 10.
+ * (tests/backends/test_kernel_codegen.py checks the tap loops' instructions.) The
+ * AVX-512 shapes' speed was measured on Zen 4 with 32-byte vectors, before that cap:
+ * not re-measured, no AVX-512 CPU since. */
+#if FM_WIDE
+#define FM_MAX_P 12
 #else
 #define FM_MAX_P 8
 #endif
@@ -76,7 +103,13 @@
 /* Keep a weight vector in a register: GCC otherwise folds its load into each of the P
  * multiply-adds that use it, and the loads became the bottleneck (conv2 81 -> 91
  * GFLOP/s). An empty asm statement that "modifies" the register pins it. */
+#if defined(__AVX512F__)
+#define FM_IN_REGISTER(v) __asm__("" : "+v"(v)) /* any of the 32 (z/y/x)mm registers */
+#elif FM_WIDE
+#define FM_IN_REGISTER(v) ((void)0) /* emulated: AVX2 has no 64-byte register to pin */
+#else
 #define FM_IN_REGISTER(v) __asm__("" : "+x"(v))
+#endif
 
 /* Unroll the next loop 4 times (a trip count known only at run time). */
 #if defined(__clang__)
@@ -111,7 +144,7 @@
  * 0.86x as fast direct, conv2 (500 taps) 1.32x (one thread, batch 256, Zen 4). With
  * AVX2's 2 x 4 and 1 x 8 tiles conv1 runs 1.25x as fast direct (batch 10 and 64, one
  * thread, Zen 3); fewer taps were not measured. */
-#if defined(__AVX512VL__)
+#if FASTMOM_DIRECT_CONV && FM_WIDE
 #define FM_MIN_TAPS 64
 #else
 #define FM_MIN_TAPS 25

@@ -3,6 +3,9 @@
 typedef FM_T FM_NAME(fm_vec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
 /* lane masks and indices: integers as wide as FM_T */
 typedef FM_INT FM_NAME(fm_ivec) __attribute__((vector_size(32)));
+/* the forward's vectors and masks: FM_FWD_BYTES, 64 at the AVX-512 level (conv_direct.h) */
+typedef FM_T FM_NAME(fm_fvec) __attribute__((vector_size(FM_FWD_BYTES), aligned(sizeof(FM_T)), may_alias));
+typedef FM_INT FM_NAME(fm_fivec) __attribute__((vector_size(FM_FWD_BYTES)));
 
 /* Filter vectors per tile of the nvec in all: blocks of at most FM_MAX_FV, as even as
  * possible (5 -> 3 + 2 with AVX-512VL, 2 + 2 + 1 with AVX2). */
@@ -12,23 +15,23 @@ static inline int FM_NAME(fm_block_width)(int remaining)
     return (remaining + blocks - 1) / blocks;
 }
 
-/* Pack w (f x K, K = c*kh*kw) for the tiles: filters in vectors of FM_LANES (the last
+/* Pack w (f x K, K = c*kh*kw) for the tiles: filters in vectors of FM_FWD_LANES (the last
  * one zero-padded), vectors in blocks of fm_block_width, each block stored tap-major,
- * so a tile reads its weights as one aligned, contiguous stream:
- * wp[v0*FM_LANES*K + (t*width + u)*FM_LANES + lane] = w[((v0 + u)*FM_LANES + lane)*K + t]
- * for the block of `width` vectors starting at vector v0. wp holds
- * ceil(f / FM_LANES) * FM_LANES * K scalars. */
+ * so a tile reads its weights as one aligned, contiguous stream, with L = FM_FWD_LANES:
+ * wp[v0*L*K + (t*width + u)*L + lane] = w[((v0 + u)*L + lane)*K + t]
+ * for the block of `width` vectors starting at vector v0. wp holds ceil(f / L) * L * K
+ * scalars. */
 static void FM_NAME(fastmom_pack_filters)(const FM_T *w, int f, int K, FM_T *wp)
 {
-    int nvec = (f + FM_LANES - 1) / FM_LANES;
+    int nvec = (f + FM_FWD_LANES - 1) / FM_FWD_LANES;
     for (int v0 = 0; v0 < nvec;) {
         int width = FM_NAME(fm_block_width)(nvec - v0);
-        FM_T *dst = wp + (long)v0 * FM_LANES * K;
+        FM_T *dst = wp + (long)v0 * FM_FWD_LANES * K;
         for (int t = 0; t < K; t++)
             for (int u = 0; u < width; u++)
-                for (int lane = 0; lane < FM_LANES; lane++) {
-                    int fi = (v0 + u) * FM_LANES + lane;
-                    dst[((long)t * width + u) * FM_LANES + lane] = fi < f ? w[(long)fi * K + t] : 0;
+                for (int lane = 0; lane < FM_FWD_LANES; lane++) {
+                    int fi = (v0 + u) * FM_FWD_LANES + lane;
+                    dst[((long)t * width + u) * FM_FWD_LANES + lane] = fi < f ? w[(long)fi * K + t] : 0;
                 }
         v0 += width;
     }
@@ -41,9 +44,9 @@ static void FM_NAME(fastmom_pack_filters)(const FM_T *w, int f, int K, FM_T *wp)
  * registers (only the final copy to `out` touches memory). */
 static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
     const FM_T *x, const FM_T *wp, int c, int h, int wd, int kh, int kw, const long *xoff,
-    FM_NAME(fm_vec) *out, const int fv, const int p)
+    FM_NAME(fm_fvec) *out, const int fv, const int p)
 {
-    typedef FM_NAME(fm_vec) vec;
+    typedef FM_NAME(fm_fvec) vec;
     vec acc[3][FM_ACC];
     for (int u = 0; u < fv; u++)
         for (int q = 0; q < p; q++)
@@ -61,11 +64,11 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
                 vec w0 = *(const vec *)wp, w1 = w0, w2 = w0;
                 FM_IN_REGISTER(w0);
                 if (fv > 1) {
-                    w1 = *(const vec *)(wp + FM_LANES);
+                    w1 = *(const vec *)(wp + FM_FWD_LANES);
                     FM_IN_REGISTER(w1);
                 }
                 if (fv > 2) {
-                    w2 = *(const vec *)(wp + 2 * FM_LANES);
+                    w2 = *(const vec *)(wp + 2 * FM_FWD_LANES);
                     FM_IN_REGISTER(w2);
                 }
                 for (int q = 0; q < p; q++) {
@@ -76,7 +79,7 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_conv_tile)(
                     if (fv > 2)
                         acc[2][q] += w2 * xq;
                 }
-                wp += fv * FM_LANES;
+                wp += fv * FM_FWD_LANES;
             }
         }
     }
@@ -102,16 +105,16 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
                                               int ph, int pw, int PH, int PW, FM_T *y,
                                               int *argmax, int ties)
 {
-    typedef FM_NAME(fm_vec) vec;
-    typedef FM_NAME(fm_ivec) ivec;
+    typedef FM_NAME(fm_fvec) vec;
+    typedef FM_NAME(fm_fivec) ivec;
     int ws = ph * pw, nwin = PH * PW, K = c * kh * kw;
-    int nvec = (f + FM_LANES - 1) / FM_LANES;
+    int nvec = (f + FM_FWD_LANES - 1) / FM_FWD_LANES;
     vec out[FM_ACC];
     long xoff[FM_ACC];
     for (int v0 = 0; v0 < nvec;) {
         int fv = FM_NAME(fm_block_width)(nvec - v0);
         int p = FM_TILE_P(fv), per_tile = p / ws;
-        const FM_T *wblock = wp + (long)v0 * FM_LANES * K;
+        const FM_T *wblock = wp + (long)v0 * FM_FWD_LANES * K;
         /* the tile's first window, as a pooled row and column (advanced below, not
          * divided per tile: with few taps (conv1's 25) a division per position cost
          * about as much as the multiply-adds) */
@@ -134,10 +137,14 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
             wcol += per_tile;
             while (wcol >= PW)
                 wcol -= PW, wrow++;
-            switch (fv) {
+            switch (fv) { /* only the widths this level uses are compiled */
             case 1: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 1, FM_TILE_P(1)); break;
+#if FM_MAX_FV > 2
             case 2: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 2, FM_TILE_P(2)); break;
             default: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 3, FM_TILE_P(3)); break;
+#else
+            default: FM_NAME(fm_conv_tile)(x, wblock, c, h, wd, kh, kw, xoff, out, 2, FM_TILE_P(2)); break;
+#endif
             }
             for (int u = 0; u < fv; u++) {
                 for (int wn = 0; wn < nw; wn++) {
@@ -157,8 +164,8 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
                             best |= (win[s] == m) & (1 << s);
                     }
                     long o = w0 + wn;
-                    for (int lane = 0; lane < FM_LANES; lane++) {
-                        int fi = (v0 + u) * FM_LANES + lane;
+                    for (int lane = 0; lane < FM_FWD_LANES; lane++) {
+                        int fi = (v0 + u) * FM_FWD_LANES + lane;
                         if (fi < f) {
                             y[(long)fi * nwin + o] = m[lane];
                             if (argmax)

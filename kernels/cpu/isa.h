@@ -63,6 +63,9 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
 
 typedef struct fastmom_isa_kernels {
     const char *name;
+    /* bytes per vector of conv_pool_direct's tiles (32, or 64 with AVX-512), which sets
+     * pack_filters' layout and length; 0 where the level has no direct convolution */
+    int forward_vector_bytes;
     int (*conv_pool_direct_applies)(int K, int ph, int pw);
     int (*conv_scatter_applies)(int c, int ph, int pw, int lanes);
     int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx);

@@ -65,6 +65,9 @@ static int fm_rows_applies(int c, int ph, int pw, int lanes, int want_dx)
 __attribute__((visibility("hidden"))) extern const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA);
 const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA) = {
     .name = FM_STR(FM_ISA),
+#if FASTMOM_DIRECT_CONV
+    .forward_vector_bytes = FM_FWD_BYTES,
+#endif
     .conv_pool_direct_applies = fm_direct_applies,
     .conv_scatter_applies = fm_scatter_applies,
     .conv_rows_applies = fm_rows_applies,

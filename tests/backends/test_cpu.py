@@ -36,10 +36,11 @@ def conv_problem(rng, shape, dtype):
 
 
 def test_direct_path_dispatch_rules():
-    # the fewest taps the direct path takes, per level (conv_direct.h, FM_MIN_TAPS): 25
-    # with AVX2's tiles (network3's conv1 measured faster direct), 64 with AVX-512's
-    # (conv1 measured faster through im2col + GEMM); the baseline level has no direct path
-    fewest = {"avx2": 25, "avx512": 64}.get(cpu.isa())
+    # the fewest taps the direct path takes, per forward vector (conv_direct.h,
+    # FM_MIN_TAPS): 25 with AVX2's 32-byte tiles (network3's conv1 measured faster
+    # direct), 64 with AVX-512's (conv1 measured faster through im2col + GEMM), also where
+    # a test build emulates them at the avx2 level; the baseline has no direct path
+    fewest = {32: 25, 64: 64}.get(cpu._k.forward_vector_bytes())
     if fewest is None:
         assert not cpu._k.direct_conv_applies(500, 2, 2)
     else:
