@@ -24,8 +24,9 @@ assert cpu.isa() == '$level', (cpu.isa(), '$level')
 assert cpu._k.direct_conv_applies(500, 2, 2) == ('$level' != 'baseline')"
   echo "== FASTMOM_ISA=$level [$((SECONDS - start)) s]"
   # the code compiled per level (kernels/cpu/isa_kernels.c) is conv, pooling, the small-batch
-  # dense path and the momentum step: their tests (tests/backends/test_cpu_momentum.py runs
-  # every level in one process already); softmax and the epilogues are the same code everywhere
+  # dense path, the momentum step and the bias + activation epilogue: their tests
+  # (tests/backends/test_cpu_momentum.py and test_bias_act.py run every level in one
+  # process already); softmax is the same code everywhere
   FASTMOM_ISA=$level "$PYTHON" -m pytest -q -p no:cacheprovider tests/backends/test_cpu.py \
     tests/backends/test_parity.py tests/backends/test_pool_ties.py tests/backends/test_isa.py \
     -k "not emulated and not gpu and not without_a_c_compiler and (conv or ties or thread or isa or level or direct or dense)"

@@ -20,7 +20,7 @@ case "${1:-}" in
   --plant-only) mode=plant; shift ;;
   --no-plant) mode=tests; shift ;;
 esac
-tests=${SANITIZE_TESTS:-"tests/backends/test_cpu.py tests/backends/test_parity.py tests/backends/test_fuzz.py tests/model/test_hostile_inputs.py"}
+tests=${SANITIZE_TESTS:-"tests/backends/test_cpu.py tests/backends/test_parity.py tests/backends/test_fuzz.py tests/backends/test_bias_act.py tests/model/test_hostile_inputs.py"}
 # deselected under the sanitizers: the 5k-image training run (minutes at -O0 + ASan, and
 # the kernel tests cover the same calls) and the CUDA emulation fuzz (its g++ host
 # library is not instrumented; see docs/sanitizers.md for the hook it needs)

@@ -16,7 +16,7 @@ one call to the next, see its module doc).
 """
 cimport cython
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, expf, tanh, tanhf, log, fabs
+from libc.math cimport exp, expf, log
 from libc.string cimport memset, memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -116,6 +116,10 @@ cdef extern from "isa.h" nogil:
         void (*momentum_range_d)(double* p, const double* g, double* v, Py_ssize_t lo,
                                  Py_ssize_t hi, Py_ssize_t n_decay, double eta, double mu,
                                  double decay, int mode) noexcept nogil
+        void (*bias_act_f)(float* y, int rows, int cols, Py_ssize_t ld, const float* bias,
+                           int per_row, int act) noexcept nogil
+        void (*bias_act_d)(double* y, int rows, int cols, Py_ssize_t ld, const double* bias,
+                           int per_row, int act) noexcept nogil
     const fastmom_isa_kernels* fastmom_isa_table(int level)
     int fastmom_isa_cpu_runs(int level)
 
@@ -172,25 +176,15 @@ def _select_best():
 _select_best()
 
 
-cdef inline real _act(real z, int act) noexcept nogil:
-    cdef real e
-    if act == RELU:
-        return z if z > 0 else 0
-    if act == LINEAR:
-        return z
-    if act == TANH:
-        if real is float:
-            return tanhf(z)
-        else:
-            return tanh(z)
-    # sigmoid through exp(-|z|) only: no overflow for large |z| (as the reference)
+cdef inline void _bias_act(const fastmom_isa_kernels* kern, real* y, int rows, int cols,
+                           Py_ssize_t ld, real* bias, bint per_row, int act) noexcept nogil:
+    """``y = act(y + b)`` on ``rows`` x ``cols`` at ``y`` (row stride ``ld``), ``b`` one bias
+    per row (``per_row``: filter planes) or per column (dense): bias_act.h, at the level's
+    vector width."""
     if real is float:
-        e = expf(-fabs(z))
+        kern.bias_act_f(y, rows, cols, ld, bias, per_row, act)
     else:
-        e = exp(-fabs(z))
-    if z >= 0:
-        return 1 / (1 + e)
-    return e / (1 + e)
+        kern.bias_act_d(y, rows, cols, ld, bias, per_row, act)
 
 
 cdef inline real _dact(real y, int act) noexcept nogil:
@@ -376,16 +370,6 @@ cdef inline void _pool_row(real* zrow, int ow, int ph, int pw, int PW, real* m,
                 best[pj] = best[pj] | ((zq[pj * pw] == m[pj]) << (r * pw + s))
 
 
-cdef inline void _bias_act_row(real* y, int n, real bias, int act) noexcept nogil:
-    cdef int i
-    if act == RELU:
-        for i in range(n):
-            y[i] = y[i] + bias if y[i] + bias > 0 else 0
-    else:
-        for i in range(n):
-            y[i] = _act(y[i] + bias, act)
-
-
 @cython.cdivision(True)  # all operands are non-negative, where C and Python division agree
 def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, int ph, int pw,
                       int act, real[:, :, :, ::1] y, int[:, :, :, ::1] argmax,
@@ -453,8 +437,7 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                     kern.conv_pool_direct_d(xp + (n0 + j) * img, c, h, wd, wpk, f, kh, kw,
                                             ph, pw, PH, PW, yp + o, NULL if ap == NULL else ap + o,
                                             ties)
-                for fi in range(f):
-                    _bias_act_row(yp + o + fi * plane, <int>plane, bp[fi], act)
+                _bias_act(kern, yp + o, f, <int>plane, plane, bp, True, act)
         else:
             cols = sp + threadid() * sstride
             z = cols + K * nc
@@ -478,7 +461,7 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                                                    PW, yp + o, arow, ties)
                         else:
                             _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, arow, ties)
-                        _bias_act_row(yp + o, PW, bp[fi], act)
+                        _bias_act(kern, yp + o, 1, PW, PW, bp + fi, True, act)
                         o = o + PW
 
 
@@ -707,17 +690,6 @@ def dense_small_applies():
     return _isa.dense_small_forward_f != NULL
 
 
-cdef inline void _bias_act_block(real* y, real* b, int i0, int i1, int j0, int j1, int ld,
-                                 int act) noexcept nogil:
-    """The dense epilogue, ``y = act(y + b)`` on rows ``[i0, i1)`` x columns ``[j0, j1)``."""
-    cdef int i, jj
-    cdef real* yr
-    for i in range(i0, i1):
-        yr = y + <Py_ssize_t>i * ld
-        for jj in range(j0, j1):
-            yr[jj] = _act(yr[jj] + b[jj], act)
-
-
 def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, ::1] y,
                   double scale, int nslices, int nthreads, bint small=False):
     """``y = act(scale * x @ w + b)``, bias and activation in each slice's epilogue.
@@ -744,7 +716,7 @@ def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, 
                                                <int>hi, yp)
                 else:
                     kern.dense_small_forward_d(xp, n, nin, wp, nout, scale, <int>lo, <int>hi, yp)
-                _bias_act_block(yp, bp, 0, n, <int>lo, <int>hi, nout, act)
+                _bias_act(kern, yp + lo, n, <int>(hi - lo), nout, bp + lo, False, act)
         return
     for t in prange(nslices, nogil=True, schedule="static", num_threads=min(nthreads, nslices)):
         lo = (<Py_ssize_t>n * t) // nslices
@@ -752,7 +724,7 @@ def dense_forward(real[:, ::1] x, real[:, ::1] w, real[::1] b, int act, real[:, 
         if lo < hi:
             _gemm(False, False, <int>(hi - lo), nout, nin, <real>scale, xp + lo * nin, nin,
                   wp, nout, <real>0, yp + lo * nout, nout)
-            _bias_act_block(yp, bp, <int>lo, <int>hi, 0, nout, nout, act)
+            _bias_act(kern, yp + lo * nout, <int>(hi - lo), nout, nout, bp, False, act)
 
 
 def dense_backward(real[:, ::1] x, real[:, ::1] w, real[:, ::1] y, real[:, ::1] dy, int act,

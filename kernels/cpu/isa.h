@@ -2,9 +2,9 @@
  *
  * A build must run on every x86-64 machine, and the direct convolution needs AVX2 + FMA
  * to be fast (on SSE2 alone its tiles spill, see conv_direct.h). So, as NumPy and
- * oneDNN do, the kernels of conv_direct.h, pool.h, dense_small.h and momentum.h are
- * compiled once per level into the one extension and _cpu.pyx calls them through the
- * table of the level that this CPU runs, chosen at import from cpuid.
+ * oneDNN do, the kernels of conv_direct.h, pool.h, dense_small.h, momentum.h and
+ * bias_act.h are compiled once per level into the one extension and _cpu.pyx calls them
+ * through the table of the level that this CPU runs, chosen at import from cpuid.
  *
  * Why one object per level rather than per-function target attributes: the kernels are
  * written once (conv_direct_impl.h, pool_impl.h), type-generic, with always_inline
@@ -20,7 +20,8 @@
  * The Cython code itself (_cpu.pyx, with rows.h and pool.h's fastmom_dact inlined) is
  * compiled for the compiler's default target only, so it runs everywhere: a loop whose
  * speed is its vector width (the momentum step, 1.25-1.4x slower there than at
- * -march=native) belongs in this table instead.
+ * -march=native; the activations, scalar libm calls there) belongs in this table
+ * instead.
  */
 #ifndef FASTMOM_ISA_H
 #define FASTMOM_ISA_H
@@ -36,7 +37,8 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
  * direct convolution (the baseline) has NULL kernels there and applies functions that
  * say false: callers take the im2col + GEMM paths. The small-batch dense kernels
  * (dense_small.h) are NULL only where the compiler lacks the vector extension: callers
- * then keep the BLAS. momentum_range (momentum.h) is never NULL. */
+ * then keep the BLAS. momentum_range (momentum.h) and bias_act (bias_act.h) are never
+ * NULL. */
 #define FM_ISA_KERNELS(T, S)                                                                \
     void (*pack_filters_##S)(const T *w, int f, int K, T *wp);                              \
     void (*conv_pool_direct_##S)(const T *x, int c, int h, int wd, const T *wp, int f,      \
@@ -59,7 +61,9 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
     void (*dense_small_backward_##S)(const T *x, int m, int nin, const T *w, int nout,      \
                                      const T *dz, int k0, int k1, T *dw, T *dx);          \
     void (*momentum_range_##S)(T *p, const T *g, T *v, ptrdiff_t lo, ptrdiff_t hi,          \
-                               ptrdiff_t n_decay, T eta, T mu, T decay, int mode);
+                               ptrdiff_t n_decay, T eta, T mu, T decay, int mode);      \
+    void (*bias_act_##S)(T *y, int rows, int cols, ptrdiff_t ld, const T *bias, int per_row, \
+                         int act);
 
 typedef struct fastmom_isa_kernels {
     const char *name;

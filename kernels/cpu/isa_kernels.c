@@ -17,6 +17,7 @@
 #include "pool.h"
 #include "dense_small.h"
 #include "momentum.h"
+#include "bias_act.h"
 
 #define FM_CAT_(a, b) a##b
 #define FM_CAT(a, b) FM_CAT_(a, b)
@@ -59,7 +60,8 @@ static int fm_rows_applies(int c, int ph, int pw, int lanes, int want_dx)
     .pool2x2_row_##S = fastmom_pool2x2_row_##S, .unpool2x2_row_##S = fastmom_unpool2x2_row_##S,    \
     .dense_small_forward_##S = FM_DENSE_SMALL(fastmom_dense_small_forward_##S),             \
     .dense_small_backward_##S = FM_DENSE_SMALL(fastmom_dense_small_backward_##S),          \
-    .momentum_range_##S = fastmom_momentum_range_##S,
+    .momentum_range_##S = fastmom_momentum_range_##S,                                       \
+    .bias_act_##S = fastmom_bias_act_##S,
 
 /* visibility: the table is for the extension's own object only */
 __attribute__((visibility("hidden"))) extern const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA);
