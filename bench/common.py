@@ -52,12 +52,20 @@ def conv_flops(c, h, w, f, k, first=False):
 
 # -- fastmom networks -------------------------------------------------------------------
 
-def fastmom_step(device, batch, seed=0, arch="conv"):
+def fastmom_step(device, batch, seed=0, arch="conv", activation="relu"):
     """``(train_step, inference)`` closures of network3's net (or another of
-    :data:`fastmom.models.ARCHITECTURES`) on ``device``, trained with momentum SGD."""
+    :data:`fastmom.models.ARCHITECTURES`) on ``device``, trained with momentum SGD;
+    ``activation`` (a name) replaces the two-conv net's ReLU."""
     from fastmom import MomentumSGD, Network
-    from fastmom.models import build_layers
-    net = Network(build_layers(arch, batch), batch, device=device, seed=seed)
+    from fastmom.activations import resolve
+    from fastmom.models import build_layers, conv_layers
+    if activation == "relu":
+        layers = build_layers(arch, batch)
+    elif arch == "conv":
+        layers = conv_layers(batch, activation_fn=resolve(activation))
+    else:
+        raise ValueError(f"activation {activation!r} is for the two-conv net only, not {arch!r}")
+    net = Network(layers, batch, device=device, seed=seed)
     opt = MomentumSGD(net, eta=0.01, momentum=0.9)
     rng = np.random.default_rng(seed)
     x = net.prepare_inputs(rng.random((batch, 784), dtype=np.float32))
@@ -73,16 +81,17 @@ def fastmom_step(device, batch, seed=0, arch="conv"):
     return train, infer
 
 
-def torch_step(batch, channels_last, threads, seed=0):
+def torch_step(batch, channels_last, threads, seed=0, activation="relu"):
     """``(train_step, inference)`` closures of the same net in ``torch.nn``."""
     import torch
     from torch import nn
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[activation]
     model = nn.Sequential(
-        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10))
+        nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), act(),
+        nn.Conv2d(20, 40, 5), nn.MaxPool2d(2), act(),
+        nn.Flatten(), nn.Linear(640, 100), act(), nn.Linear(100, 10))
     return torch_closures(model, batch, channels_last)
 
 

@@ -10,7 +10,8 @@ lower one, as ``FASTMOM_ISA`` does) and the measured sgemm ceiling of this machi
 core and on all the threads (NumPy's BLAS, float32), the yardstick for the GFLOP/s
 columns. Besides network3's two-conv net, the table has network3's best chapter-6 net
 (two conv-pool layers, FC 640-1000 and 1000-1000 with dropout 0.5, softmax with dropout)
-at batch 10 and 64.
+at batch 10 and 64, and the two-conv net with network3's other activations (sigmoid, its
+default, and tanh; against PyTorch in the same process only).
 
 Everything is measured in one process and one run, in interleaved rounds, and reported
 as medians with ratios ``cpu / other`` expressed as a speed-up (> 1: cpu is faster).
@@ -55,7 +56,7 @@ if not any(_USER_OMP_ENV.values()):
 
 
 #: The table's sections, in order (``--only`` picks some).
-SECTIONS = ("kernels", "steps", "chapter6", "momentum")
+SECTIONS = ("kernels", "steps", "chapter6", "activations", "momentum")
 
 
 def torch_alone(threads, rounds, min_time, sections=SECTIONS):
@@ -218,7 +219,7 @@ class _Table:
                     "command": " ".join(_COMMAND
                                         + (argv if argv is not None else sys.argv[1:])),
                     "machine": C.machine_description(threads), "kernels": [], "steps": [],
-                    "chapter6": [], "momentum": []}
+                    "chapter6": [], "activations": [], "momentum": []}
         self.lines = []
         self.p = self.lines.append
 
@@ -355,6 +356,35 @@ def _chapter6(t):
                                       "cpu_gflops": gflops})
 
 
+#: the activations of the two-conv net's third table, and its batches
+SMOOTH_ACTIVATIONS = ("sigmoid", "tanh")
+ACTIVATION_BATCHES = (10, 64)
+
+
+def _activations(t):
+    """The two-conv net with sigmoid and tanh instead of ReLU (their cost is the vector
+    exponential of kernels/cpu/bias_act.h against PyTorch's own)."""
+    p = t.p
+    p("\n## network3's two-conv net with its other activations (the three hidden layers)\n")
+    p("| activation | batch | pass | cpu | torch NCHW | torch CL | cpu img/s | vs torch best |")
+    p("|---|---|---|---|---|---|---|---|")
+    for act in SMOOTH_ACTIVATIONS:
+        for batch in ACTIVATION_BATCHES:
+            steps = {"train": {}, "infer": {}}
+            steps["train"]["cpu"], steps["infer"]["cpu"] = C.fastmom_step("cpu", batch, activation=act)
+            if t.have_torch:
+                for key, cl in (("torch", False), ("torch_cl", True)):
+                    steps["train"][key], steps["infer"][key] = C.torch_step(
+                        batch, cl, t.threads, activation=act)
+            for kind, fns in steps.items():
+                r = C.measure(fns, min_time=t.min_time * 3, rounds=t.rounds)
+                cells = [fmt_time(r[k]) if k in r else "-" for k in ("cpu", "torch", "torch_cl")]
+                p(f"| {act} | {batch} | {kind} | " + " | ".join(cells) +
+                  f" | {batch / r['cpu']:.0f} | {best_ratio(r)} |")
+                t.out["activations"].append({"activation": act, "batch": batch, "pass": kind,
+                                             "seconds": r})
+
+
 def _against_torch_alone(t, alone):
     p = t.p
     t.out["torch_alone"] = alone
@@ -418,7 +448,8 @@ def main(argv=None):
             sys.exit(f"--isa {args.isa}: {e}")
     t = _Table(args, argv, threads)
     _header(t)
-    for name, section in (("kernels", _kernels), ("steps", _steps), ("chapter6", _chapter6)):
+    for name, section in (("kernels", _kernels), ("steps", _steps), ("chapter6", _chapter6),
+                          ("activations", _activations)):
         if name in args.only:
             section(t)
     alone = torch_alone(threads, t.rounds, t.min_time, args.only) if t.have_torch else None

@@ -14,23 +14,26 @@ from .layers import ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
 __all__ = ["ARCHITECTURES", "DEPRECATED_NAMES", "build_layers", "canonical_name"]
 
 
-def _two_conv_pool(mbs, pool_ties="first"):
-    """network3's chapter-6 feature extractor: 20 then 40 ReLU filters of 5x5, each
-    followed by 2x2 max-pooling (28x28 -> 12x12 -> 4x4); ``pool_ties`` as
+def _two_conv_pool(mbs, pool_ties="first", activation_fn=ReLU):
+    """network3's chapter-6 feature extractor: 20 then 40 filters of 5x5 (ReLU unless
+    told), each followed by 2x2 max-pooling (28x28 -> 12x12 -> 4x4); ``pool_ties`` as
     :class:`~fastmom.layers.ConvPoolLayer`'s (``"all"``: Theano's rule)."""
     return [
         ConvPoolLayer(image_shape=(mbs, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU, pool_ties=pool_ties),
+                      activation_fn=activation_fn, pool_ties=pool_ties),
         ConvPoolLayer(image_shape=(mbs, 20, 12, 12), filter_shape=(40, 20, 5, 5), poolsize=(2, 2),
-                      activation_fn=ReLU, pool_ties=pool_ties),
+                      activation_fn=activation_fn, pool_ties=pool_ties),
     ]
 
 
-def conv_layers(mbs, p_dropout=0.0, pool_ties="first"):
+def conv_layers(mbs, p_dropout=0.0, pool_ties="first", activation_fn=ReLU):
     """network3's two conv-pool ReLU layers (20 then 40 filters of 5x5), FC 640-100
-    ReLU and a softmax: the chapter-6 network this library is benchmarked on."""
-    return _two_conv_pool(mbs, pool_ties) + [
-        FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU, p_dropout=p_dropout),
+    ReLU and a softmax: the chapter-6 network this library is benchmarked on.
+    ``activation_fn`` replaces the ReLU of the three hidden layers (network3's chapter 6
+    trains this net with its default, the sigmoid, first)."""
+    return _two_conv_pool(mbs, pool_ties, activation_fn) + [
+        FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=activation_fn,
+                            p_dropout=p_dropout),
         SoftmaxLayer(n_in=100, n_out=10, p_dropout=p_dropout),
     ]
 
