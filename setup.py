@@ -90,8 +90,9 @@ class BuildExt(build_ext):
                 else:
                     continue
             if name == "avx2" and _flag("FASTMOM_EMULATE_AVX512"):
-                # a test build: the AVX-512 level's forward tiles at the AVX2 level, for a
-                # CPU without AVX-512 to test them (kernels/cpu/conv_direct.h, .ci/isa.sh)
+                # a test build: the AVX-512 level's forward tiles and 64-byte scattered
+                # backward at the AVX2 level, for a CPU without AVX-512 to test them
+                # (kernels/cpu/conv_direct.h, .ci/isa.sh)
                 flags = flags + ["-DFM_EMULATE_AVX512=1"]
             objects += self.compiler.compile(
                 [ISA_SOURCE], output_dir=os.path.join(self.build_temp, "isa", name),

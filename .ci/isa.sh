@@ -33,7 +33,8 @@ assert cpu._k.direct_conv_applies(500, 2, 2) == ('$level' != 'baseline')"
 done
 echo "== kernel tests passed at every level: $levels [$((SECONDS - start)) s]"
 
-# The AVX-512 level's forward (64-byte vectors, its tile shapes) where the CPU lacks
+# The AVX-512 level's forward (64-byte vectors, its tile shapes) and scattered backward
+# (64-byte runs) where the CPU lacks
 # AVX-512: a throwaway build with FASTMOM_EMULATE_AVX512=1 compiles that code into the
 # AVX2 level (kernels/cpu/conv_direct.h), and the conv tests run it against the reference.
 # A CPU with AVX-512 ran the real level above.
@@ -44,7 +45,7 @@ if [[ " $supported " != *" avx512 "* && " $supported " == *" avx2 "* ]]; then
   copy_tree "$tmp" --cython-output
   (cd "$tmp" && FASTMOM_EMULATE_AVX512=1 "$PYTHON" setup.py -q build_ext --inplace >build.log 2>&1) || {
     tail -40 "$tmp/build.log" >&2; echo "isa: the emulated AVX-512 build failed" >&2; exit 2; }
-  echo "== the AVX-512 forward emulated at the avx2 level [$((SECONDS - start)) s]"
+  echo "== the AVX-512 forward and scattered backward emulated at the avx2 level [$((SECONDS - start)) s]"
   # (the editable install's finder comes after PYTHONPATH: the copy's build is imported)
   (cd "$tmp" && export FASTMOM_ISA=avx2 FASTMOM_EMULATE_AVX512=1 PYTHONPATH="$tmp" &&
    "$PYTHON" -c "
@@ -54,5 +55,5 @@ assert (cpu.isa(), cpu._k.forward_vector_bytes()) == ('avx2', 64), (cpu.isa(), c
    "$PYTHON" -m pytest -q -p no:cacheprovider tests/backends/test_cpu.py tests/backends/test_parity.py \
      tests/backends/test_pool_ties.py tests/backends/test_fuzz.py tests/backends/test_isa.py \
      -k "not emulated and not gpu and not without_a_c_compiler and (conv or ties or thread or direct)")
-  echo "== the emulated AVX-512 forward passed [$((SECONDS - start)) s]"
+  echo "== the emulated AVX-512 forward and scattered backward passed [$((SECONDS - start)) s]"
 fi

@@ -36,10 +36,13 @@
 /* The forward's tiles (fastmom_conv_pool_direct) in 64-byte vectors, 16 floats or 8
  * doubles, where the CPU has AVX-512, else 32-byte ones: Zen 5 and Intel's AVX-512 cores
  * do twice the multiply-adds a cycle in zmm registers (Zen 4 splits one into two halves,
- * the same rate as two ymm). The backward kernels keep 32-byte vectors (FM_LANES).
+ * the same rate as two ymm). So do the scattered backward's runs (fm_scatter_run:
+ * contiguous, element-wise updates); the other backward kernels keep 32-byte vectors
+ * (FM_LANES).
  *
  * FM_EMULATE_AVX512 (a test build only: setup.py's FASTMOM_EMULATE_AVX512=1) compiles
- * the AVX-512 level's forward, its 64-byte vectors and tile shapes, into the AVX2 level.
+ * the AVX-512 level's forward, its 64-byte vectors and tile shapes, and the 64-byte
+ * scattered backward into the AVX2 level.
  * GCC splits each 64-byte operation into two 32-byte halves: the same sums in the same
  * order, at no particular speed, so a CPU without AVX-512 tests that code against the
  * reference (.ci/isa.sh). */

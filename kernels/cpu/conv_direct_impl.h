@@ -192,6 +192,39 @@ static void FM_NAME(fastmom_pack_filters_cl)(const FM_T *w, int f, int c, int kh
                         ci < c ? w[(((long)fi * c + ci) * kh + k) * kw + l] : 0;
 }
 
+/* dw[0:n] += g * x[0:n] and, with with_dx, dx[0:n] += g * w[0:n], for n = n32 32-byte
+ * vectors: in the forward's vectors (64 bytes at the AVX-512 level, where a zmm
+ * multiply-add and store cost what a ymm one does on Zen 5 and Intel's AVX-512 cores),
+ * the last 32 bytes alone where n32 is odd. The run
+ * is contiguous (kw positions x cp channels), so the 64-byte vectors need no channel
+ * padding past cp. Element-wise, so the sums are the same at every width. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_scatter_run)(
+    FM_T *dw, FM_T *dx, const FM_T *x, const FM_T *w, FM_T g, int n32, const int with_dx)
+{
+    typedef FM_NAME(fm_fvec) wvec;
+    int nw = n32 / (FM_FWD_LANES / FM_LANES); /* n32 itself below AVX-512 */
+    wvec gw = (wvec){0} + g, *dwr = (wvec *)dw, *dxr = (wvec *)dx;
+    const wvec *xr = (const wvec *)x, *wr = (const wvec *)w;
+    /* one loop for both updates, unrolled: the loop's own instructions otherwise cost
+     * as much as the stores it is bound by */
+    FM_UNROLL4
+    for (int q = 0; q < nw; q++) {
+        dwr[q] += gw * xr[q];
+        if (with_dx)
+            dxr[q] += gw * wr[q];
+    }
+#if FM_WIDE
+    if (n32 % 2) {
+        typedef FM_NAME(fm_vec) vec;
+        int o = nw * FM_FWD_LANES;
+        vec gv = (vec){0} + g;
+        *(vec *)(dw + o) += gv * *(const vec *)(x + o);
+        if (with_dx)
+            *(vec *)(dx + o) += gv * *(const vec *)(w + o);
+    }
+#endif
+}
+
 /* The backward pass of one image of conv_pool_forward, by scattering each pooling
  * window's gradient from its argmax instead of multiplying the mostly-zero un-pooled
  * map (3 zeros in 4 with 2x2 windows) in two GEMMs.
@@ -199,7 +232,8 @@ static void FM_NAME(fastmom_pack_filters_cl)(const FM_T *w, int f, int c, int kh
  * Channels are the vector lanes: x is copied channel-last into xt (h x wd x cp, cp = c
  * rounded up to whole vectors, padding zero), so that a window's receptive field row
  * (kw positions x cp channels) is one contiguous run, as are the filters (wt, packed by
- * fastmom_pack_filters_cl) and the weight-gradient partial dwt (same layout, added to).
+ * fastmom_pack_filters_cl) and the weight-gradient partial dwt (same layout, added to),
+ * updated in the forward's vector width (fm_scatter_run).
  * For each filter and window with g = dy * act'(y) != 0, at the argmax (r, s) or, with
  * `ties` (pool_ties="all"), at each position set in the window's tie mask:
  *     dwt[fi, k, l, :] += g * xt[r + k, s + l, :]     dxt[r + k, s + l, :] += g * wt[fi, k, l, :]
@@ -211,7 +245,6 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
     int PH, int PW, const FM_T *dy, const FM_T *y, const int *argmax, int act, int ties,
     FM_T *xt, FM_T *dxt, FM_T *dwt, FM_T *db, FM_T *dx)
 {
-    typedef FM_NAME(fm_vec) vec;
     int cp = (c + FM_LANES - 1) / FM_LANES * FM_LANES, run = kw * cp / FM_LANES;
     long plane = (long)h * wd, nwin = (long)PH * PW, taps = (long)kh * kw * cp;
     for (long p = 0; p < plane; p++)
@@ -233,27 +266,17 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
                 continue;
             /* the positions to scatter to, as a bitmask: one bit, or the tie mask */
             unsigned pos = ties ? (unsigned)argmax[o] : 1u << argmax[o];
-            vec gv = (vec){0} + g;
             for (; pos; pos &= pos - 1) {
                 int a = __builtin_ctz(pos);
                 long r = w / PW * ph + a / pw, s = w % PW * pw + a % pw;
                 for (int k = 0; k < kh; k++) {
                     long at = ((r + k) * wd + s) * cp;
-                    const vec *xr = (const vec *)(xt + at), *wr = (const vec *)(wf + k * kw * cp);
-                    vec *dwr = (vec *)(dwf + k * kw * cp), *dxr = (vec *)(dxt + at);
-                    /* one loop for both updates, unrolled: the loop's own instructions
-                     * otherwise cost as much as the stores it is bound by */
-                    if (dx) {
-                        FM_UNROLL4
-                        for (int q = 0; q < run; q++) {
-                            dwr[q] += gv * xr[q];
-                            dxr[q] += gv * wr[q];
-                        }
-                    } else {
-                        FM_UNROLL4
-                        for (int q = 0; q < run; q++)
-                            dwr[q] += gv * xr[q];
-                    }
+                    if (dx)
+                        FM_NAME(fm_scatter_run)(dwf + k * kw * cp, dxt + at, xt + at,
+                                                wf + k * kw * cp, g, run, 1);
+                    else
+                        FM_NAME(fm_scatter_run)(dwf + k * kw * cp, NULL, xt + at, NULL, g,
+                                                run, 0);
                 }
             }
         }

@@ -10,7 +10,8 @@ AVX-512 1 x 24 tile compiled to a loop with its sums in memory. Neither level ca
 on every machine (this one may lack AVX-512), but the assembly can be read on any x86
 machine with GCC: compiled here as setup.py compiles it, each tile's tap loop must be
 there with its FV*P multiply-adds on the level's full-width registers, store nothing, and
-reload at most a couple of values from the stack.
+reload at most a couple of values from the stack. The scattered backward's update loops
+are read too: at the AVX-512 level they must be on zmm registers.
 """
 import ast
 import platform
@@ -109,16 +110,25 @@ def _is_store(mnemonic, operands):
     return bool(ops) and "(" in ops[-1] and not mnemonic.startswith(NOT_STORES)
 
 
+def _fmas(ins):
+    return sum(m.startswith("vfmadd") for m, _ in ins)
+
+
+def _fma_loops(text, name):
+    """The innermost loops of function ``name`` that multiply-add, and their sorted counts
+    of multiply-adds."""
+    loops = [ins for ins in _innermost_loops(_function(text, name)) if _fmas(ins)]
+    return loops, sorted(_fmas(ins) for ins in loops)
+
+
 @pytest.mark.parametrize("level", sorted(TILES))
 @pytest.mark.parametrize("suffix", ["f", "d"])
 def test_tap_loops(assembly, level, suffix):
     reg, tiles = TILES[level]
-    body = _function(assembly[level], f"fastmom_conv_pool_direct_{suffix}")
-    taps = [ins for ins in _innermost_loops(body) if any(m.startswith("vfmadd") for m, _ in ins)]
-    fmas = sorted(sum(m.startswith("vfmadd") for m, _ in ins) for ins in taps)
+    taps, fmas = _fma_loops(assembly[level], f"fastmom_conv_pool_direct_{suffix}")
     assert fmas == tiles, f"{level} {suffix}: tap loops with {fmas} multiply-adds, expected {tiles}"
     for ins in taps:
-        where = f"{level} {suffix}, the tap loop with {sum(m.startswith('vfmadd') for m, _ in ins)} multiply-adds"
+        where = f"{level} {suffix}, the tap loop with {_fmas(ins)} multiply-adds"
         for m, ops in ins:
             if m.startswith("vfmadd"):
                 assert set(re.findall(r"%([xyz]mm)", ops)) == {reg}, f"{where}: {m} {ops} is not on {reg}"
@@ -130,3 +140,27 @@ def test_tap_loops(assembly, level, suffix):
         overhead = [f"{m} {ops}" for m, ops in ins
                     if not m.startswith(("vfmadd", "vbroadcasts", "vmovup", "vmovap"))]
         assert len(overhead) <= MAX_OVERHEAD, f"{where}: {len(overhead)} other instructions: {overhead}"
+
+
+#: The scattered backward's run loops (conv_direct_impl.h's fm_scatter_run, unrolled 4
+#: times): dw alone (4 multiply-adds) and dw with dx (8), in the forward's vector width.
+SCATTER_FMAS = [4, 8]
+#: and their instructions besides the multiply-adds, loads and stores: pointer and
+#: counter updates, the branch
+SCATTER_MAX_OVERHEAD = 6
+
+
+@pytest.mark.parametrize("level", sorted(TILES))
+@pytest.mark.parametrize("suffix", ["f", "d"])
+def test_scatter_run_loops(assembly, level, suffix):
+    """At the AVX-512 level the scattered backward's updates run on zmm registers (a
+    64-byte multiply-add and store cost what 32-byte ones do on Zen 5); at AVX2 on ymm."""
+    reg = TILES[level][0]
+    runs, fmas = _fma_loops(assembly[level], f"fastmom_conv_pool_backward_scatter_{suffix}")
+    assert fmas == SCATTER_FMAS, f"{level} {suffix}: run loops with {fmas} multiply-adds"
+    for ins in runs:
+        where = f"{level} {suffix}, the run loop with {_fmas(ins)} multiply-adds"
+        regs = {r for m, ops in ins if m.startswith(("vfmadd", "vmovup")) for r in re.findall(r"%([xyz]mm)", ops)}
+        assert regs == {reg}, f"{where}: vector registers {regs}, expected {reg}"
+        overhead = [f"{m} {ops}" for m, ops in ins if not m.startswith(("vfmadd", "vmovup"))]
+        assert len(overhead) <= SCATTER_MAX_OVERHEAD, f"{where}: {len(overhead)} other instructions: {overhead}"
