@@ -85,6 +85,12 @@ def keep_probability(keep):
 
 
 def pool(poolsize):
+    # the layers pass a tuple of two ints on every call: checked without the numbers ABC
+    # (its isinstance checks made this 1.7 us, ten calls a training step)
+    if type(poolsize) is tuple and len(poolsize) == 2:
+        ph, pw = poolsize
+        if type(ph) is int and type(pw) is int and ph >= 1 and pw >= 1:
+            return ph, pw
     try:
         ph, pw = poolsize
     except (TypeError, ValueError):
@@ -261,7 +267,9 @@ def momentum_step(p, g, v, eta, momentum, nesterov, decay, n_decay, xp=None):
 
 def labels_range(labels, k):
     """Labels index the class axis: out of range would read outside ``probs``."""
-    if labels.shape[0] and (int(labels.min()) < 0 or int(labels.max()) >= k):
+    # one reduction: viewed as unsigned, a negative label is larger than any k
+    unsigned = labels.view(f"u{labels.dtype.itemsize}")
+    if labels.shape[0] and int(unsigned.max()) >= k:
         raise ValueError(
             f"labels must be in [0, {k}), got values in [{int(labels.min())}, {int(labels.max())}]"
         )
