@@ -461,8 +461,10 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
                                                    PW, yp + o, arow, ties)
                         else:
                             _pool_row(zr + (pi * ph) * ow, ow, ph, pw, PW, yp + o, arow, ties)
-                        _bias_act(kern, yp + o, 1, PW, PW, bp + fi, True, act)
                         o = o + PW
+            # each image's f pooled planes at once, as on the direct path
+            for j in range(cnt):
+                _bias_act(kern, yp + (n0 + j) * f * plane, f, <int>plane, plane, bp, True, act)
 
 
 cdef inline void _unpool_ties(real* win, int ow, int ph, int pw, int mask, real g) noexcept nogil:
