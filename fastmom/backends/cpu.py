@@ -162,14 +162,15 @@ def conv_pool_forward(x, w, b, poolsize, act, y, argmax, pool_ties="first"):
     ph, pw = _checks.pool(poolsize)
     ib = _conv_chunk(n, oh * ow)
     threads, nchunks = _threads(), -(-n // ib)
-    if nchunks % min(threads, nchunks) and _k.direct_conv_applies(c * kh * kw, ph, pw):
-        # the direct path convolves image by image, so its result does not depend on
+    if nchunks % min(threads, nchunks) and \
+            _k.conv_forward_path(c, kh, kw, ph, pw, x.itemsize) != "im2col":
+        # the direct paths convolve image by image, so their result does not depend on
         # ib: where the chunks do not split evenly over the threads, one image a chunk
         # (network3's conv2 at batch 10 on two threads: 5 chunks of 2 images ran 3:2,
         # 10 of 1 run 5:5, 15% faster; at 64, 2-image chunks stay 7% faster than 1)
         ib = 1
     nt = min(threads, -(-n // ib))
-    s_len, k_len = _k.conv_forward_sizes(c, h, wd, f, kh, kw, ph, pw, ib)
+    s_len, k_len = _k.conv_forward_sizes(c, h, wd, f, kh, kw, ph, pw, ib, x.itemsize)
     scratch = _workspace(("conv_fwd", nt), (nt, s_len), x.dtype)
     packed = _workspace("conv_fwd_packed", (k_len,), x.dtype)
     _k.conv_pool_forward(x, w, b, ph, pw, _ACT[act], y, argmax, scratch, packed, ib, nt,

@@ -61,6 +61,8 @@ cdef extern from "isa.h" nogil:
         int (*conv_pool_direct_applies)(int K, int ph, int pw) noexcept nogil
         int (*conv_scatter_applies)(int c, int ph, int pw, int lanes) noexcept nogil
         int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx) noexcept nogil
+        int (*conv_rows_forward_applies)(int c, int ph, int pw, int lanes) noexcept nogil
+        long (*conv_rows_forward_scratch)(int c, int h, int kw, int PW, int itemsize) noexcept nogil
         void (*pack_filters_f)(const float* w, int f, int K, float* wp) noexcept nogil
         void (*pack_filters_d)(const double* w, int f, int K, double* wp) noexcept nogil
         void (*conv_pool_direct_f)(const float* x, int c, int h, int wd, const float* wp, int f,
@@ -69,6 +71,12 @@ cdef extern from "isa.h" nogil:
         void (*conv_pool_direct_d)(const double* x, int c, int h, int wd, const double* wp,
                                    int f, int kh, int kw, int ph, int pw, int PH, int PW,
                                    double* y, int* argmax, int ties) noexcept nogil
+        void (*conv_pool_forward_rows_f)(const float* x, int c, int h, int wd, const float* w,
+                                         int f, int kh, int kw, int PH, int PW, float* y,
+                                         int* argmax, int ties, float* scratch) noexcept nogil
+        void (*conv_pool_forward_rows_d)(const double* x, int c, int h, int wd, const double* w,
+                                         int f, int kh, int kw, int PH, int PW, double* y,
+                                         int* argmax, int ties, double* scratch) noexcept nogil
         void (*pack_filters_cl_f)(const float* w, int f, int c, int kh, int kw, int cp,
                                   float* wt) noexcept nogil
         void (*pack_filters_cl_d)(const double* w, int f, int c, int kh, int kw, int cp,
@@ -222,17 +230,48 @@ def forward_vector_bytes():
 
 
 def direct_conv_applies(int K, int ph, int pw):
-    """Whether :func:`conv_pool_forward` convolves and pools directly (conv_direct.h)
-    rather than by im2col + GEMM: the current level has the direct kernel (AVX2 + FMA),
-    there are enough taps ``K = C*KH*KW`` (64) and ``ph x pw`` windows of 1, 2 or 4
-    positions."""
+    """Whether :func:`conv_pool_forward` can convolve and pool directly with filters as
+    the lanes (conv_direct.h) rather than by im2col + GEMM: the current level has the
+    direct kernel (AVX2 + FMA), there are enough taps ``K = C*KH*KW`` (64) and ``ph x pw``
+    windows of 1, 2 or 4 positions. :func:`conv_forward_path` is the path it takes."""
     return bool(_isa.conv_pool_direct_applies(K, ph, pw))
 
 
+# conv_pool_forward's paths (conv_forward_path)
+cdef enum:
+    FWD_ROWS = 0
+    FWD_DIRECT = 1
+    FWD_IM2COL = 2
+
+_FORWARD_PATHS = ("rows", "direct", "im2col")
+
+
+cdef int _forward_path(const fastmom_isa_kernels* kern, int c, int kh, int kw, int ph, int pw,
+                       int itemsize) noexcept nogil:
+    """The one choice of conv_pool_forward's path: lanes along output rows for few input
+    channels (fastmom_conv_pool_forward_rows), else filters as lanes where that applies
+    (fastmom_conv_pool_direct), else im2col + GEMM."""
+    if kern.conv_rows_forward_applies(c, ph, pw, 32 // itemsize):
+        return FWD_ROWS
+    if kern.conv_pool_direct_applies(c * kh * kw, ph, pw):
+        return FWD_DIRECT
+    return FWD_IM2COL
+
+
+def conv_forward_path(int c, int kh, int kw, int ph, int pw, int itemsize):
+    """The path :func:`conv_pool_forward` takes at the current level: ``"rows"`` and
+    ``"direct"`` convolve image by image (their results do not depend on the chunk
+    size), ``"im2col"`` a chunk of images at a time."""
+    return _FORWARD_PATHS[_forward_path(_isa, c, kh, kw, ph, pw, itemsize)]
+
+
 cdef _forward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f, int kh,
-                    int kw, int ph, int pw, int ib):
+                    int kw, int ph, int pw, int ib, int itemsize):
     cdef int K = c * kh * kw, lanes = kern.forward_vector_bytes // 4
-    if kern.conv_pool_direct_applies(K, ph, pw):
+    cdef int path = _forward_path(kern, c, kh, kw, ph, pw, itemsize)
+    if path == FWD_ROWS:
+        return kern.conv_rows_forward_scratch(c, h, kw, (wd - kw + 1) // pw, itemsize), 1
+    if path == FWD_DIRECT:
         # filters in vectors of `lanes` floats (8, or 16 with AVX-512) or half as many doubles
         return 1, (f + lanes - 1) // lanes * lanes * K
     # im2col columns and the pre-pool map, then one row of window argmaxes (as ints: a
@@ -240,11 +279,13 @@ cdef _forward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int f
     return (K + f) * ib * (h - kh + 1) * (wd - kw + 1) + (wd - kw + 1), 1
 
 
-def conv_forward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib):
+def conv_forward_sizes(int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int ib,
+                       int itemsize):
     """``(scratch, packed)``: the lengths of one thread's row of ``scratch`` and of
-    ``packed`` that :func:`conv_pool_forward` needs for these shapes, on the path it will
-    take at the current level (each at least 1)."""
-    return _forward_sizes(_isa, c, h, wd, f, kh, kw, ph, pw, ib)
+    ``packed`` that :func:`conv_pool_forward` needs for these shapes and scalars of
+    ``itemsize`` bytes, on the path it will take at the current level (each at least
+    1)."""
+    return _forward_sizes(_isa, c, h, wd, f, kh, kw, ph, pw, ib, itemsize)
 
 
 cdef int _check_workspace(str kernel, str name, Py_ssize_t have, Py_ssize_t need) except -1:
@@ -380,12 +421,13 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     bitmask instead (see fastmom.backends.reference). ``argmax=None`` is inference: the
     maxima only, nothing stored for a backward pass.
 
-    Where :func:`direct_conv_applies`, each image is convolved and pooled directly from
-    the filters packed into ``packed`` (conv_direct.h); else each chunk goes through
-    im2col + GEMM into ``scratch`` (one row per thread), then pooling. Their lengths:
-    :func:`conv_forward_sizes` (shorter ones raise ValueError). Chunks are handed out
-    dynamically, so a thread that the OS deschedules does not hold back the others; each
-    chunk's result does not depend on which thread ran it.
+    On the path :func:`conv_forward_path` names: ``"rows"``, each image is convolved
+    along its output rows and pooled (conv_direct.h) in ``scratch`` (one row per
+    thread); ``"direct"``, convolved and pooled with the filters packed into ``packed``;
+    ``"im2col"``, each chunk goes through im2col + GEMM into ``scratch``, then pooling.
+    Their lengths: :func:`conv_forward_sizes` (shorter ones raise ValueError). Chunks are
+    handed out dynamically, so a thread that the OS deschedules does not hold back the
+    others; each chunk's result does not depend on which thread ran it.
     """
     cdef int n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3]
     cdef int f = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -405,19 +447,19 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     cdef Py_ssize_t sstride = scratch.shape[1]
     cdef Py_ssize_t img = <Py_ssize_t>c * h * wd, plane = <Py_ssize_t>PH * PW
     cdef const fastmom_isa_kernels* kern = _isa
-    cdef bint direct = kern.conv_pool_direct_applies(K, ph, pw)
+    cdef int path = _forward_path(kern, c, kh, kw, ph, pw, sizeof(real))
     cdef int ch, cnt, ncols, fi, j, pi
     cdef Py_ssize_t n0, o
     cdef real* cols
     cdef real* xi
     cdef real* z
     cdef real* zr
-    s_len, k_len = _forward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib)
+    s_len, k_len = _forward_sizes(kern, c, h, wd, f, kh, kw, ph, pw, ib, sizeof(real))
     _check_workspace("conv_pool_forward", "scratch", sstride, s_len)
     _check_workspace("conv_pool_forward", "packed", packed.shape[0], k_len)
     if scratch.shape[0] < nthreads:
         raise ValueError(f"conv_pool_forward: scratch has {scratch.shape[0]} rows for {nthreads} threads")
-    if direct:
+    if path == FWD_DIRECT:
         with nogil:
             if real is float:
                 kern.pack_filters_f(wp, f, K, wpk)
@@ -426,7 +468,19 @@ def conv_pool_forward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[::1] b, i
     for ch in prange(nchunks, nogil=True, schedule="dynamic", num_threads=nthreads):
         n0 = <Py_ssize_t>ch * ib
         cnt = <int>min(<Py_ssize_t>ib, n - n0)
-        if direct:
+        if path == FWD_ROWS:
+            for j in range(cnt):
+                o = (n0 + j) * f * plane
+                if real is float:
+                    kern.conv_pool_forward_rows_f(xp + (n0 + j) * img, c, h, wd, wp, f, kh, kw,
+                                                  PH, PW, yp + o, NULL if ap == NULL else ap + o,
+                                                  ties, sp + threadid() * sstride)
+                else:
+                    kern.conv_pool_forward_rows_d(xp + (n0 + j) * img, c, h, wd, wp, f, kh, kw,
+                                                  PH, PW, yp + o, NULL if ap == NULL else ap + o,
+                                                  ties, sp + threadid() * sstride)
+                _bias_act(kern, yp + o, f, <int>plane, plane, bp, True, act)
+        elif path == FWD_DIRECT:
             for j in range(cnt):
                 o = (n0 + j) * f * plane
                 if real is float:

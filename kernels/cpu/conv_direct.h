@@ -23,6 +23,7 @@
 #ifndef FASTMOM_CONV_DIRECT_H
 #define FASTMOM_CONV_DIRECT_H
 
+#include <stdint.h>
 #include <string.h>
 #include "pool.h" /* fastmom_dact */
 
@@ -98,6 +99,19 @@
 #define FM_TILE_P_(fv) (FM_ACC / (fv) / FM_WINDOW_MAX * FM_WINDOW_MAX)
 #define FM_TILE_P(fv) (FM_TILE_P_(fv) < FM_MAX_P ? FM_TILE_P_(fv) : FM_MAX_P)
 
+/* The forward of a layer with fewer input channels than a 32-byte vector has lanes
+ * (fastmom_conv_pool_forward_rows): with filters as the lanes (fastmom_conv_pool_direct)
+ * network3's conv1 (25 taps, 20 filters in 24 lanes) spends about as much on its
+ * epilogue, one scalar store per filter and window, as on its multiply-adds. There the
+ * lanes run along an output row instead: a tile is FM_ROWSF_F filters x 2 output rows
+ * x up to FM_ROWSF_TV vectors of columns (FM_ACC accumulators), each filter tap
+ * broadcast, each input vector loaded once for the tile's filters; the tile's rows go
+ * to an L1 scratch row, pooled by the vector 2x2 pool (pool.h) into whole vectors of
+ * windows. 2x2 windows only (that pool). conv1, Zen 3, one thread, batch 256: 4.0-4.6 ms
+ * with filters as lanes, 2.3-2.5 ms here (the tiles alone 2.0 ms: 74 GFLOP/s). */
+#define FM_ROWSF_TV 3
+#define FM_ROWSF_F (FM_ACC / (2 * FM_ROWSF_TV))
+
 /* Filter-row vectors per tile of the first layer's row backward
  * (fastmom_conv_pool_backward_rows): two sums each, 2 * 5 + 2 operands within AVX2's 16
  * registers; network3's conv1 (5 rows of 5 taps) is one tile. */
@@ -152,6 +166,31 @@
 #else
 #define FM_MIN_TAPS 25
 #endif
+
+/* Whether conv_pool_forward takes fastmom_conv_pool_forward_rows (see FM_ROWSF_F): 2x2
+ * windows and fewer input channels than `lanes` (the scalars of a 32-byte vector, as
+ * for the row backward). */
+static inline int fastmom_conv_rows_forward_applies(int c, int ph, int pw, int lanes)
+{
+    return FASTMOM_DIRECT_CONV && FM_POOL_VECTOR && ph == 2 && pw == 2 && c < lanes;
+}
+
+/* Scalars of scratch that fastmom_conv_pool_forward_rows needs (one thread), for
+ * scalars of `itemsize` bytes: the image with each row padded to whole vectors of
+ * output columns plus kw - 1 (zeros: every load stays inside, no lane sees garbage)
+ * and a tile's rows of pre-pool sums, in whole 32-byte vectors of windows, 64-byte
+ * aligned. */
+static inline long fastmom_conv_rows_forward_scratch(int c, int h, int kw, int PW, int itemsize)
+{
+#if FASTMOM_DIRECT_CONV
+    int lanes = FM_FWD_BYTES / itemsize, cols = (2 * PW + lanes - 1) / lanes * lanes;
+    int pl = 32 / itemsize, npw = (PW + pl - 1) / pl * pl;
+    return (long)c * h * (cols + kw - 1) + (long)FM_ROWSF_F * 2 * 2 * npw + 64 / itemsize;
+#else
+    (void)c, (void)h, (void)kw, (void)PW, (void)itemsize;
+    return 1;
+#endif
+}
 
 /* Whether fastmom_conv_pool_direct is the faster path for K = c*kh*kw taps and ph x pw
  * pooling, at the level being compiled. */

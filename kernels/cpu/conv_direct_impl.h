@@ -179,6 +179,177 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
     }
 }
 
+/* One tile of fastmom_conv_pool_forward_rows: F filters (w, f x K, from filter 0) x 2
+ * output rows (from xr, a row of the padded image xs, wdp scalars a row, plane scalars
+ * a channel) x TV vectors of columns, summed over every tap (ci, k, l) in order, into
+ * buf[(2u + j) * bstride + column]. Per tap, F broadcast weights and 2*TV loads feed
+ * 2*F*TV multiply-adds. F and TV are literals at every call (registers, as in
+ * fm_conv_tile). */
+static inline __attribute__((always_inline)) void FM_NAME(fm_rows_fwd_tile)(
+    const FM_T *xr, long plane, int wdp, const FM_T *w, int K, int c, int kh, int kw,
+    FM_T *buf, int bstride, const int F, const int TV)
+{
+    typedef FM_NAME(fm_fvec) vec;
+    vec acc[FM_ROWSF_F][2][FM_ROWSF_TV];
+    for (int u = 0; u < F; u++)
+        for (int t = 0; t < TV; t++)
+            acc[u][0][t] = acc[u][1][t] = (vec){0};
+    for (int ci = 0; ci < c; ci++) {
+        for (int k = 0; k < kh; k++) {
+            const FM_T *x0 = xr + ci * plane + (long)k * wdp, *wk = w + (ci * kh + k) * kw;
+            for (int l = 0; l < kw; l++) {
+                /* scalars: a vector times a scalar is one broadcast (building the
+                 * vector as {0} + w added a scalar addition first) */
+                FM_T wv[FM_ROWSF_F];
+                for (int u = 0; u < F; u++)
+                    wv[u] = wk[(long)u * K + l];
+                for (int t = 0; t < TV; t++)
+                    for (int j = 0; j < 2; j++) {
+                        /* loaded once for the F filters (folded into each multiply-add,
+                         * the loads, half of them split across cache lines, were the
+                         * limit), one at a time (2 x 3 x 2 sums, 2 weights and one
+                         * input fill AVX2's 16 registers) */
+                        vec a = *(const vec *)(x0 + j * wdp + l + t * FM_FWD_LANES);
+                        FM_IN_REGISTER(a);
+                        for (int u = 0; u < F; u++)
+                            acc[u][j][t] += a * wv[u];
+                    }
+            }
+        }
+    }
+    for (int u = 0; u < F; u++)
+        for (int j = 0; j < 2; j++)
+            for (int t = 0; t < TV; t++)
+                *(vec *)(buf + (2 * u + j) * bstride + t * FM_FWD_LANES) = acc[u][j][t];
+}
+
+/* {0, 1, ..., FM_LANES - 1} */
+static inline __attribute__((always_inline)) FM_NAME(fm_ivec) FM_NAME(fm_lane_index)(void)
+{
+#if FM_LANES == 8
+    return (FM_NAME(fm_ivec)){0, 1, 2, 3, 4, 5, 6, 7};
+#else
+    return (FM_NAME(fm_ivec)){0, 1, 2, 3};
+#endif
+}
+
+/* Rows r0, r1 of a tile's pre-pool sums (whole vectors of windows readable) max-pooled
+ * in 2x2 windows: y[0:PW] gets each window's max and, unless NULL, argmax[0:PW] its
+ * argmax (or with ties its tie mask), in whole vectors of windows (a call to the pool's
+ * row function, its scalar tail and a copy cost half as much as the tile's
+ * multiply-adds). With `spill`, the last vector is stored whole, past PW, into what
+ * the caller writes later (the next pooled row); else masked (AMD's masked stores are
+ * slow: only where the next row is not the caller's to overwrite). */
+static inline __attribute__((always_inline)) void FM_NAME(fm_rows_fwd_pool)(
+    const FM_T *r0, const FM_T *r1, int PW, FM_T *y, int *argmax, int ties, int spill)
+{
+    typedef FM_NAME(fm_pvec) vec;
+    for (int j = 0; j < PW; j += FM_LANES) {
+        vec m;
+        FM_NAME(fm_pmask) bi;
+        FM_NAME(fm_pool2x2_win)(r0 + 2 * j, r1 + 2 * j, &m, &bi, ties);
+        if (spill || PW - j >= FM_LANES) {
+            *(vec *)(y + j) = m;
+            if (argmax)
+                *(FM_NAME(fm_pidx) *)(argmax + j) = __builtin_convertvector(bi, FM_NAME(fm_pidx));
+            continue;
+        }
+        /* masked stores (a loop over the lanes became two memcpy calls) */
+        FM_NAME(fm_ivec) keep = (FM_NAME(fm_ivec)){0} + (PW - j) > FM_NAME(fm_lane_index)();
+#if FM_LANES == 8
+        _mm256_maskstore_ps(y + j, (__m256i)keep, (__m256)m);
+        if (argmax)
+            _mm256_maskstore_epi32(argmax + j, (__m256i)keep, (__m256i)bi);
+#else
+        _mm256_maskstore_pd(y + j, (__m256i)keep, (__m256d)m);
+        if (argmax) {
+            __m128i b4 = (__m128i)__builtin_convertvector(bi, FM_NAME(fm_pidx));
+            __m128i k4 = (__m128i)__builtin_convertvector(keep, FM_NAME(fm_pidx));
+            _mm_maskstore_epi32(argmax + j, k4, b4);
+        }
+#endif
+    }
+}
+
+/* fastmom_conv_pool_direct's result (y: each 2x2 window's largest pre-activation value,
+ * argmax: its position or, with ties, its tie mask; argmax NULL for inference), for
+ * fastmom_conv_rows_forward_applies: lanes along the output rows (see conv_direct.h).
+ * w is the filters as given (f x c x kh x kw), scratch holds
+ * fastmom_conv_rows_forward_scratch scalars. Each output is summed over the taps in
+ * the order fm_conv_tile sums them. */
+static void FM_NAME(fastmom_conv_pool_forward_rows)(const FM_T *x, int c, int h, int wd,
+                                                    const FM_T *w, int f, int kh, int kw,
+                                                    int PH, int PW, FM_T *y, int *argmax,
+                                                    int ties, FM_T *scratch)
+{
+    /* the tiles' columns: whole vectors, and the pool's rows whole vectors of windows */
+    int nv = (2 * PW + FM_FWD_LANES - 1) / FM_FWD_LANES, wdp = nv * FM_FWD_LANES + kw - 1;
+    int row = 2 * ((PW + FM_LANES - 1) / FM_LANES * FM_LANES), K = c * kh * kw;
+    long nwin = (long)PH * PW;
+    /* 64-byte aligned: the pool reloads what the tile just stored, and a store a load
+     * straddles is not forwarded */
+    FM_T *buf = (FM_T *)(((uintptr_t)(scratch + (long)c * h * wdp) + 63) & ~(uintptr_t)63);
+    /* the image as it is where every tile's loads stay inside its rows (network3's
+     * conv1: 24 columns + 4 = 28), else a copy with rows of wdp, zero-padded */
+    const FM_T *xs = x;
+    if (wdp > wd) {
+        FM_T *xc = scratch;
+        for (long r = 0; r < (long)c * h; r++) {
+            for (int i = 0; i < wd; i++)
+                xc[r * wdp + i] = x[r * wd + i];
+            for (int i = wd; i < wdp; i++)
+                xc[r * wdp + i] = 0;
+        }
+        xs = xc;
+    } else {
+        wdp = wd;
+    }
+    long plane = (long)h * wdp;
+    /* columns past the tiles' stay zero */
+    memset(buf, 0, FM_ROWSF_F * 2 * row * sizeof(FM_T));
+    for (int u0 = 0; u0 < f; u0 += FM_ROWSF_F) {
+        int nf = f - u0 < FM_ROWSF_F ? f - u0 : FM_ROWSF_F;
+        const FM_T *wu = w + (long)u0 * K;
+        for (int pr = 0; pr < PH; pr++) {
+            const FM_T *xr = xs + 2L * pr * wdp;
+            for (int t0 = 0; t0 < nv; t0 += FM_ROWSF_TV) {
+                int nt = nv - t0 < FM_ROWSF_TV ? nv - t0 : FM_ROWSF_TV;
+                const FM_T *xt = xr + t0 * FM_FWD_LANES;
+                FM_T *bt = buf + t0 * FM_FWD_LANES;
+                /* only the shapes this level's F uses are compiled */
+#define FM_ROWSF_CASE(F_, TV_)                                                             \
+                case (F_) * 4 + (TV_):                                                     \
+                    FM_NAME(fm_rows_fwd_tile)(xt, plane, wdp, wu, K, c, kh, kw, bt, row,   \
+                                              F_, TV_);                                    \
+                    break;
+#define FM_ROWSF_CASES(F_) FM_ROWSF_CASE(F_, 1) FM_ROWSF_CASE(F_, 2) FM_ROWSF_CASE(F_, 3)
+                switch (nf * 4 + nt) {
+                FM_ROWSF_CASES(1)
+                FM_ROWSF_CASES(2)
+#if FM_ROWSF_F > 2
+                FM_ROWSF_CASES(3)
+                FM_ROWSF_CASES(4)
+#endif
+                }
+#undef FM_ROWSF_CASES
+#undef FM_ROWSF_CASE
+            }
+            /* the rows after this one are written later: the last vector may spill
+             * into them where they hold the rest of it */
+            int spill = (long)(PH - 1 - pr) * PW >= row / 2 - PW;
+            for (int u = 0; u < nf; u++) {
+                long o = (u0 + u) * nwin + (long)pr * PW;
+                const FM_T *r0 = buf + 2 * u * row;
+                int *a = argmax ? argmax + o : NULL;
+                if (ties)
+                    FM_NAME(fm_rows_fwd_pool)(r0, r0 + row, PW, y + o, a, 1, spill);
+                else
+                    FM_NAME(fm_rows_fwd_pool)(r0, r0 + row, PW, y + o, a, 0, spill);
+            }
+        }
+    }
+}
+
 /* Pack w (f x c x kh x kw) channel-last for the scattered backward:
  * wt[((fi*kh + k)*kw + l)*cp + ci] = w[fi, ci, k, l], lanes ci >= c zero. */
 static void FM_NAME(fastmom_pack_filters_cl)(const FM_T *w, int f, int c, int kh, int kw, int cp,

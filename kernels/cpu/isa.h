@@ -44,6 +44,9 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
     void (*conv_pool_direct_##S)(const T *x, int c, int h, int wd, const T *wp, int f,      \
                                  int kh, int kw, int ph, int pw, int PH, int PW, T *y,      \
                                  int *argmax, int ties);                                    \
+    void (*conv_pool_forward_rows_##S)(const T *x, int c, int h, int wd, const T *w, int f, \
+                                       int kh, int kw, int PH, int PW, T *y, int *argmax,   \
+                                       int ties, T *scratch);                               \
     void (*pack_filters_cl_##S)(const T *w, int f, int c, int kh, int kw, int cp, T *wt);   \
     void (*conv_pool_backward_scatter_##S)(                                                 \
         const T *x, int c, int h, int wd, const T *wt, int f, int kh, int kw, int ph, int pw, \
@@ -73,6 +76,8 @@ typedef struct fastmom_isa_kernels {
     int (*conv_pool_direct_applies)(int K, int ph, int pw);
     int (*conv_scatter_applies)(int c, int ph, int pw, int lanes);
     int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx);
+    int (*conv_rows_forward_applies)(int c, int ph, int pw, int lanes);
+    long (*conv_rows_forward_scratch)(int c, int h, int kw, int PW, int itemsize);
     FM_ISA_KERNELS(float, f)
     FM_ISA_KERNELS(double, d)
 } fastmom_isa_kernels;

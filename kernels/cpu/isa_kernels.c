@@ -39,6 +39,16 @@ static int fm_rows_applies(int c, int ph, int pw, int lanes, int want_dx)
     return fastmom_conv_rows_applies(c, ph, pw, lanes, want_dx);
 }
 
+static int fm_rows_forward_applies(int c, int ph, int pw, int lanes)
+{
+    return fastmom_conv_rows_forward_applies(c, ph, pw, lanes);
+}
+
+static long fm_rows_forward_scratch(int c, int h, int kw, int PW, int itemsize)
+{
+    return fastmom_conv_rows_forward_scratch(c, h, kw, PW, itemsize);
+}
+
 #if FASTMOM_DIRECT_CONV
 #define FM_DIRECT(fn) fn
 #else
@@ -54,6 +64,7 @@ static int fm_rows_applies(int c, int ph, int pw, int lanes, int want_dx)
 #define FM_ENTRIES(S)                                                                      \
     .pack_filters_##S = FM_DIRECT(fastmom_pack_filters_##S),                               \
     .conv_pool_direct_##S = FM_DIRECT(fastmom_conv_pool_direct_##S),                       \
+    .conv_pool_forward_rows_##S = FM_DIRECT(fastmom_conv_pool_forward_rows_##S),           \
     .pack_filters_cl_##S = FM_DIRECT(fastmom_pack_filters_cl_##S),                         \
     .conv_pool_backward_scatter_##S = FM_DIRECT(fastmom_conv_pool_backward_scatter_##S),   \
     .conv_pool_backward_rows_##S = FM_DIRECT(fastmom_conv_pool_backward_rows_##S),         \
@@ -73,6 +84,8 @@ const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA) = {
     .conv_pool_direct_applies = fm_direct_applies,
     .conv_scatter_applies = fm_scatter_applies,
     .conv_rows_applies = fm_rows_applies,
+    .conv_rows_forward_applies = fm_rows_forward_applies,
+    .conv_rows_forward_scratch = fm_rows_forward_scratch,
     FM_ENTRIES(f)
     FM_ENTRIES(d)
 };

@@ -61,22 +61,30 @@ typedef FM_T FM_NAME(fm_pvec) __attribute__((vector_size(32), aligned(sizeof(FM_
 typedef FM_INT FM_NAME(fm_pmask) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
 typedef int FM_NAME(fm_pidx) __attribute__((vector_size(FM_LANES * 4), aligned(4), may_alias));
 
+/* FM_EVEN, FM_ODD: the even and odd columns of a, b within each 16-byte lane (one vshufps
+ * or vunpck each), so the windows come in the order 0 1 4 5 2 3 6 7 (doubles: 0 2 1 3);
+ * FM_WINDOWS puts them back in order, one cross-lane permute. The exact even / odd
+ * (a cross-lane permute per vector, eight per 8 windows) made the pool cost half as
+ * much as the forward's multiply-adds in network3's conv1 (Zen 3). */
 #if FM_LANES == 8
-#define FM_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
-#define FM_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define FM_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14)
+#define FM_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15)
+#define FM_WINDOWS(v) __builtin_shufflevector(v, v, 0, 1, 4, 5, 2, 3, 6, 7)
 #define FM_ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
 #define FM_ZIP_HI(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
 #else
-#define FM_EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6)
-#define FM_ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7)
+#define FM_EVEN(a, b) __builtin_shufflevector(a, b, 0, 4, 2, 6)
+#define FM_ODD(a, b) __builtin_shufflevector(a, b, 1, 5, 3, 7)
+#define FM_WINDOWS(v) __builtin_shufflevector(v, v, 0, 2, 1, 3)
 #define FM_ZIP_LO(a, b) __builtin_shufflevector(a, b, 0, 4, 1, 5)
 #define FM_ZIP_HI(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
 #endif
 
-/* FM_LANES windows: max and argmax (ties: the bitmask of the tied positions) of the
- * windows at columns 2j, 2j+1 of r0 and r1. */
-static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_vec)(
-    const FM_T *r0, const FM_T *r1, FM_T *m, int *best, const int ties)
+/* FM_LANES windows in registers: *m and *best get the max and argmax (ties: the bitmask
+ * of the tied positions) of the windows at columns 2j, 2j+1 of r0 and r1. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_win)(
+    const FM_T *r0, const FM_T *r1, FM_NAME(fm_pvec) *m, FM_NAME(fm_pmask) *best,
+    const int ties)
 {
     typedef FM_NAME(fm_pvec) vec;
     typedef FM_NAME(fm_pmask) mask;
@@ -96,7 +104,18 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_vec)(
         for (int c = 0; c < 3; c++)
             bi |= (cand[c] == mx) & (2 << c);
     }
-    *(vec *)m = mx;
+    *m = FM_WINDOWS(mx);
+    *best = FM_WINDOWS(bi);
+}
+
+/* fm_pool2x2_win's windows stored to m[0:FM_LANES], best[0:FM_LANES]. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_pool2x2_vec)(
+    const FM_T *r0, const FM_T *r1, FM_T *m, int *best, const int ties)
+{
+    FM_NAME(fm_pvec) mx;
+    FM_NAME(fm_pmask) bi;
+    FM_NAME(fm_pool2x2_win)(r0, r1, &mx, &bi, ties);
+    *(FM_NAME(fm_pvec) *)m = mx;
     *(FM_NAME(fm_pidx) *)best = __builtin_convertvector(bi, FM_NAME(fm_pidx));
 }
 
@@ -132,6 +151,7 @@ static inline __attribute__((always_inline)) FM_NAME(fm_pvec) FM_NAME(fm_unpool2
 
 #undef FM_EVEN
 #undef FM_ODD
+#undef FM_WINDOWS
 #undef FM_ZIP_LO
 #undef FM_ZIP_HI
 

@@ -51,6 +51,21 @@ def test_direct_path_dispatch_rules():
         assert not cpu._k.direct_conv_applies(k, ph, pw)
 
 
+def test_forward_path_choice():
+    # the row forward (lanes along output rows) for fewer input channels than a 32-byte
+    # vector has lanes (8 floats, 4 doubles) with 2x2 windows, at the vector levels;
+    # filters as lanes where the direct path applies; im2col + GEMM elsewhere
+    vector = cpu._k.forward_vector_bytes() > 0
+    path = cpu._k.conv_forward_path
+    assert path(1, 5, 5, 2, 2, 4) == ("rows" if vector else "im2col")  # network3's conv1
+    assert path(7, 3, 3, 2, 2, 4) == ("rows" if vector else "im2col")
+    assert path(3, 5, 5, 2, 2, 8) == ("rows" if vector else "im2col")
+    assert path(4, 5, 5, 2, 2, 8) == ("direct" if vector else "im2col")  # 4 doubles a vector
+    assert path(20, 5, 5, 2, 2, 4) == ("direct" if vector else "im2col")  # network3's conv2
+    assert path(3, 5, 5, 1, 2, 4) == ("direct" if vector else "im2col")  # not 2x2: filter lanes
+    assert path(1, 3, 3, 3, 3, 4) == "im2col"
+
+
 def _conv_args(rng, dtype=np.float64):
     x, w, b, out = conv_problem(rng, (2, 3, 9, 8, 4, 3, 3, (2, 2)), dtype)
     return x, w, b, np.zeros(out, dtype) + 7, np.zeros(out, np.int32)
@@ -92,8 +107,9 @@ def test_conv_backward_rejects_bad_arguments(rng):
     assert not dw.any() and not dx.any()
 
 
-@pytest.mark.parametrize("shape", [(3, 20, 12, 12, 40, 5, 5, (2, 2)), (3, 1, 12, 12, 4, 4, 4, (2, 2))],
-                         ids=["direct-and-scattered", "im2col-gemm"])
+@pytest.mark.parametrize("shape", [(3, 20, 12, 12, 40, 5, 5, (2, 2)), (3, 1, 12, 12, 4, 4, 4, (2, 2)),
+                                   (3, 1, 13, 13, 4, 4, 4, (3, 3))],
+                         ids=["direct-and-scattered", "rows", "im2col-gemm"])
 def test_conv_kernels_refuse_short_workspaces(rng, shape):
     # the compiled kernels index the workspaces the backend hands them by raw pointer:
     # a row one element short must raise, not write past the end
@@ -106,7 +122,7 @@ def test_conv_kernels_refuse_short_workspaces(rng, shape):
         return [np.empty((r, ln - (i == short)) if r else ln - (i == short), np.float32)
                 for i, (ln, r) in enumerate(zip(lengths, rows))]
 
-    fwd = cpu._k.conv_forward_sizes(c, h, wd, f, kh, kw, *pool, 1)
+    fwd = cpu._k.conv_forward_sizes(c, h, wd, f, kh, kw, *pool, 1, 4)
     for i, name in enumerate(("scratch", "packed")):
         if fwd[i] > 1:
             with pytest.raises(ValueError, match=f"conv_pool_forward: {name} holds"):

@@ -57,12 +57,12 @@ def test_the_forward_packs_filters_in_the_levels_vectors(level):
     AVX-512): a workspace sized for another level is refused, never overrun."""
     expected = {"baseline": 0, "avx2": 64 if os.environ.get("FASTMOM_EMULATE_AVX512") else 32,
                 "avx512": 64}
-    c, h, wd, f, kh, kw = 7, 13, 11, 37, 5, 3  # 105 taps: direct at every vector level
+    c, h, wd, f, kh, kw = 8, 13, 11, 37, 5, 3  # 120 taps: direct at every vector level
     for name in cpu.supported_isas():
         cpu.set_isa(name)
         nbytes = cpu._k.forward_vector_bytes()
         assert nbytes == expected[name]
-        _, packed = cpu._k.conv_forward_sizes(c, h, wd, f, kh, kw, 2, 2, 4)
+        _, packed = cpu._k.conv_forward_sizes(c, h, wd, f, kh, kw, 2, 2, 4, 4)
         if name == "baseline":
             assert packed == 1
             continue

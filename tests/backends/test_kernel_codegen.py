@@ -11,7 +11,8 @@ on every machine (this one may lack AVX-512), but the assembly can be read on an
 machine with GCC: compiled here as setup.py compiles it, each tile's tap loop must be
 there with its FV*P multiply-adds on the level's full-width registers, store nothing, and
 reload at most a couple of values from the stack. The scattered backward's update loops
-are read too: at the AVX-512 level they must be on zmm registers.
+are read too: at the AVX-512 level they must be on zmm registers; and so are the tap loops
+of the row forward for few input channels (fastmom_conv_pool_forward_rows).
 """
 import ast
 import platform
@@ -121,6 +122,25 @@ def _fma_loops(text, name):
     return loops, sorted(_fmas(ins) for ins in loops)
 
 
+def _check_tap_loop(ins, where, reg, max_stack, max_overhead, fma_loads):
+    """One tap loop: multiply-adds on ``reg`` (reading memory only with ``fma_loads``), no
+    stores, at most ``max_stack`` stack references and none of them a vector, at most
+    ``max_overhead`` instructions besides multiply-adds, vector loads, broadcasts and
+    register copies."""
+    for m, ops in ins:
+        if m.startswith("vfmadd"):
+            assert set(re.findall(r"%([xyz]mm)", ops)) == {reg}, f"{where}: {m} {ops} is not on {reg}"
+            assert fma_loads or "(" not in ops, f"{where}: {m} {ops} reads memory (an input loaded again)"
+    stores = [f"{m} {ops}" for m, ops in ins if _is_store(m, ops)]
+    assert not stores, f"{where} stores (sums or spills in memory): {stores}"
+    stack = [f"{m} {ops}" for m, ops in ins if "(%rsp)" in ops or "(%rbp)" in ops]
+    assert len(stack) <= max_stack, f"{where} touches the stack {len(stack)} times: {stack}"
+    assert not [s for s in stack if "mm" in s], f"{where} reloads a vector from the stack: {stack}"
+    overhead = [f"{m} {ops}" for m, ops in ins
+                if not m.startswith(("vfmadd", "vbroadcasts", "vmovup", "vmovap"))]
+    assert len(overhead) <= max_overhead, f"{where}: {len(overhead)} other instructions: {overhead}"
+
+
 @pytest.mark.parametrize("level", sorted(TILES))
 @pytest.mark.parametrize("suffix", ["f", "d"])
 def test_tap_loops(assembly, level, suffix):
@@ -128,18 +148,8 @@ def test_tap_loops(assembly, level, suffix):
     taps, fmas = _fma_loops(assembly[level], f"fastmom_conv_pool_direct_{suffix}")
     assert fmas == tiles, f"{level} {suffix}: tap loops with {fmas} multiply-adds, expected {tiles}"
     for ins in taps:
-        where = f"{level} {suffix}, the tap loop with {_fmas(ins)} multiply-adds"
-        for m, ops in ins:
-            if m.startswith("vfmadd"):
-                assert set(re.findall(r"%([xyz]mm)", ops)) == {reg}, f"{where}: {m} {ops} is not on {reg}"
-        stores = [f"{m} {ops}" for m, ops in ins if _is_store(m, ops)]
-        assert not stores, f"{where} stores (sums or spills in memory): {stores}"
-        stack = [f"{m} {ops}" for m, ops in ins if "(%rsp)" in ops or "(%rbp)" in ops]
-        assert len(stack) <= MAX_STACK_REFS, f"{where} touches the stack {len(stack)} times: {stack}"
-        assert not [s for s in stack if "mm" in s], f"{where} reloads a vector from the stack: {stack}"
-        overhead = [f"{m} {ops}" for m, ops in ins
-                    if not m.startswith(("vfmadd", "vbroadcasts", "vmovup", "vmovap"))]
-        assert len(overhead) <= MAX_OVERHEAD, f"{where}: {len(overhead)} other instructions: {overhead}"
+        _check_tap_loop(ins, f"{level} {suffix}, the tap loop with {_fmas(ins)} multiply-adds", reg,
+                        MAX_STACK_REFS, MAX_OVERHEAD, fma_loads=True)
 
 
 #: The scattered backward's run loops (conv_direct_impl.h's fm_scatter_run, unrolled 4
@@ -164,3 +174,29 @@ def test_scatter_run_loops(assembly, level, suffix):
         assert regs == {reg}, f"{where}: vector registers {regs}, expected {reg}"
         overhead = [f"{m} {ops}" for m, ops in ins if not m.startswith(("vfmadd", "vmovup"))]
         assert len(overhead) <= SCATTER_MAX_OVERHEAD, f"{where}: {len(overhead)} other instructions: {overhead}"
+
+
+#: The row forward's tiles (conv_direct.h, FM_ROWSF_F x 2 rows x FM_ROWSF_TV vectors):
+#: up to 2 filters with AVX2's 16 registers, 4 with AVX-512's 32, each with 1 to 3
+#: vectors of columns; 2 * filters * vectors multiply-adds a tap.
+ROWS_FILTERS = {"avx2": 2, "avx512": 4}
+#: Instructions a row tap loop may spend besides its multiply-adds, input loads, weight
+#: broadcasts and register copies (GCC's, renamed away on current x86 cores): pointer
+#: updates, the compare, the branch.
+ROWS_MAX_OVERHEAD = 4
+
+
+@pytest.mark.parametrize("level", sorted(TILES))
+@pytest.mark.parametrize("suffix", ["f", "d"])
+def test_rows_forward_tap_loops(assembly, level, suffix):
+    """Every tile of the row forward has its tap loop, on the level's registers, with its
+    sums in registers and each input vector loaded once for all its filters (folded into
+    every multiply-add, the loads, half of them split across cache lines, were the
+    limit on Zen 3)."""
+    reg = TILES[level][0]
+    expected = sorted(2 * f * tv for f in range(1, ROWS_FILTERS[level] + 1) for tv in (1, 2, 3))
+    taps, fmas = _fma_loops(assembly[level], f"fastmom_conv_pool_forward_rows_{suffix}")
+    assert fmas == expected, f"{level} {suffix}: tap loops with {fmas} multiply-adds, expected {expected}"
+    for ins in taps:
+        _check_tap_loop(ins, f"{level} {suffix}, the row tap loop with {_fmas(ins)} multiply-adds",
+                        reg, 0, ROWS_MAX_OVERHEAD, fma_loads=False)
