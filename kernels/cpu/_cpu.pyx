@@ -63,6 +63,7 @@ cdef extern from "isa.h" nogil:
         int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx) noexcept nogil
         int (*conv_rows_forward_applies)(int c, int ph, int pw, int lanes) noexcept nogil
         long (*conv_rows_forward_scratch)(int c, int h, int kw, int PW, int itemsize) noexcept nogil
+        long (*conv_scatter_lists)(int f, long nwin, int ws) noexcept nogil
         void (*pack_filters_f)(const float* w, int f, int K, float* wp) noexcept nogil
         void (*pack_filters_d)(const double* w, int f, int K, double* wp) noexcept nogil
         void (*conv_pool_direct_f)(const float* x, int c, int h, int wd, const float* wp, int f,
@@ -84,13 +85,13 @@ cdef extern from "isa.h" nogil:
         void (*conv_pool_backward_scatter_f)(
             const float* x, int c, int h, int wd, const float* wt, int f, int kh, int kw,
             int ph, int pw, int PH, int PW, const float* dy, const float* y, const int* argmax,
-            int act, int ties, float* xt, float* dxt, float* dwt, float* db,
+            int act, int ties, float* xt, float* dxt, float* lists, float* dwt, float* db,
             float* dx) noexcept nogil
         void (*conv_pool_backward_scatter_d)(
             const double* x, int c, int h, int wd, const double* wt, int f, int kh, int kw,
             int ph, int pw, int PH, int PW, const double* dy, const double* y,
-            const int* argmax, int act, int ties, double* xt, double* dxt, double* dwt,
-            double* db, double* dx) noexcept nogil
+            const int* argmax, int act, int ties, double* xt, double* dxt, double* lists,
+            double* dwt, double* db, double* dx) noexcept nogil
         void (*conv_pool_backward_rows_f)(
             const float* x, int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int PH,
             int PW, const float* dy, const float* y, const int* argmax, int act, int ties,
@@ -303,7 +304,9 @@ cdef _backward_sizes(const fastmom_isa_kernels* kern, int c, int h, int wd, int 
     cdef Py_ssize_t ncols = <Py_ssize_t>ib * (h - kh + 1) * (wd - kw + 1)
     cdef Py_ssize_t windows = <Py_ssize_t>((h - kh + 1) // ph) * ((wd - kw + 1) // pw) * ph * pw
     if kern.conv_scatter_applies(c, ph, pw, lanes):
-        return 2 * h * wd * cp, f * kh * kw * cp + f, f * kh * kw * cp
+        # x and dx channel-last, then the lists
+        return (2 * h * wd * cp + kern.conv_scatter_lists(f, windows // (ph * pw), ph * pw),
+                f * kh * kw * cp + f, f * kh * kw * cp)
     if kern.conv_rows_applies(c, ph, pw, lanes, want_dx):
         return 3 * windows, f * c * kh * kwp + f, 1
     return (K + f) * ncols, f * K + f, 1
@@ -639,7 +642,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                         else:
                             kern.conv_pool_backward_scatter_f(
                                 xi, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW, dyp + o, yp + o,
-                                ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
+                                ap + o, act, ties, cols, cols + h * wd * cp, cols + 2 * h * wd * cp,
+                                pdw, pdb,
                                 dxp + (n0 + j) * img if want_dx else NULL)
                     else:
                         if rows:
@@ -649,7 +653,8 @@ def conv_pool_backward(real[:, :, :, ::1] x, real[:, :, :, ::1] w, real[:, :, :,
                         else:
                             kern.conv_pool_backward_scatter_d(
                                 xi, c, h, wd, wt, f, kh, kw, ph, pw, PH, PW, dyp + o, yp + o,
-                                ap + o, act, ties, cols, cols + h * wd * cp, pdw, pdb,
+                                ap + o, act, ties, cols, cols + h * wd * cp, cols + 2 * h * wd * cp,
+                                pdw, pdb,
                                 dxp + (n0 + j) * img if want_dx else NULL)
             continue
         for ch in range(gr * group, min(gr * group + group, nchunks)):

@@ -37,8 +37,8 @@
 /* The forward's tiles (fastmom_conv_pool_direct) in 64-byte vectors, 16 floats or 8
  * doubles, where the CPU has AVX-512, else 32-byte ones: Zen 5 and Intel's AVX-512 cores
  * do twice the multiply-adds a cycle in zmm registers (Zen 4 splits one into two halves,
- * the same rate as two ymm). So do the scattered backward's runs (fm_scatter_run:
- * contiguous, element-wise updates); the other backward kernels keep 32-byte vectors
+ * the same rate as two ymm). So do the scattered backward's runs (fm_scatter_sum:
+ * contiguous, element-wise sums); the other backward kernels keep 32-byte vectors
  * (FM_LANES).
  *
  * FM_EMULATE_AVX512 (a test build only: setup.py's FASTMOM_EMULATE_AVX512=1) compiles
@@ -112,6 +112,12 @@
 #define FM_ROWSF_TV 3
 #define FM_ROWSF_F (FM_ACC / (2 * FM_ROWSF_TV))
 
+/* Forward vectors summed in registers per block of the scattered backward's runs
+ * (fm_scatter_sum: 8 sums, a weight and a load within AVX2's 16 registers; network3's
+ * conv2, runs of 5 x 24 floats, is two blocks of 7 and 8 with AVX2, one of 7 + a
+ * 32-byte tail with AVX-512). */
+#define FM_SCATTER_VB 8
+
 /* Filter-row vectors per tile of the first layer's row backward
  * (fastmom_conv_pool_backward_rows): two sums each, 2 * 5 + 2 operands within AVX2's 16
  * registers; network3's conv1 (5 rows of 5 taps) is one tile. */
@@ -126,13 +132,6 @@
 #define FM_IN_REGISTER(v) ((void)0) /* emulated: AVX2 has no 64-byte register to pin */
 #else
 #define FM_IN_REGISTER(v) __asm__("" : "+x"(v))
-#endif
-
-/* Unroll the next loop 4 times (a trip count known only at run time). */
-#if defined(__clang__)
-#define FM_UNROLL4 _Pragma("clang loop unroll_count(4)")
-#else
-#define FM_UNROLL4 _Pragma("GCC unroll 4")
 #endif
 
 /* Python builds extensions with -fwrapv; under it GCC cannot fold the tiles' int index
@@ -209,6 +208,15 @@ static inline int fastmom_conv_pool_direct_applies(int K, int ph, int pw)
 static inline int fastmom_conv_scatter_applies(int c, int ph, int pw, int lanes)
 {
     return FASTMOM_DIRECT_CONV && ph * pw >= 4 && ph * pw <= 32 && c >= lanes;
+}
+
+/* Scalars (each at least as wide as an int) of the lists that
+ * fastmom_conv_pool_backward_scatter keeps for f filters, nwin windows of ws positions:
+ * a filter's windows (offset, g), every filter's g per window, the window positions'
+ * list ends and their lists of filters (offset, g). */
+static inline long fastmom_conv_scatter_lists(int f, long nwin, int ws)
+{
+    return 2 * nwin * ws + f * nwin + nwin * ws + 1 + 2L * f * nwin * ws;
 }
 
 /* Whether conv_pool_backward of a first layer (no input gradient) sums the weight

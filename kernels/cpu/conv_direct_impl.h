@@ -363,37 +363,66 @@ static void FM_NAME(fastmom_pack_filters_cl)(const FM_T *w, int f, int c, int kh
                         ci < c ? w[(((long)fi * c + ci) * kh + k) * kw + l] : 0;
 }
 
-/* dw[0:n] += g * x[0:n] and, with with_dx, dx[0:n] += g * w[0:n], for n = n32 32-byte
- * vectors: in the forward's vectors (64 bytes at the AVX-512 level, where a zmm
- * multiply-add and store cost what a ymm one does on Zen 5 and Intel's AVX-512 cores),
- * the last 32 bytes alone where n32 is odd. The run
- * is contiguous (kw positions x cp channels), so the 64-byte vectors need no channel
- * padding past cp. Element-wise, so the sums are the same at every width. */
-static inline __attribute__((always_inline)) void FM_NAME(fm_scatter_run)(
-    FM_T *dw, FM_T *dx, const FM_T *x, const FM_T *w, FM_T g, int n32, const int with_dx)
+/* dst[0:n] += sum over the list e < ne of g[e] * src[off[e] + 0:n], n = NB forward
+ * vectors and, with TAIL, one 32-byte vector more (AVX-512 runs of an odd number of 32
+ * bytes), summed in list order in registers: one load a multiply-add and dst read and
+ * written once, where updating dst per entry took two loads and a store a
+ * multiply-add (the stores were the limit). NB and TAIL are literals at every call. */
+static inline __attribute__((always_inline)) void FM_NAME(fm_scatter_sum)(
+    FM_T *dst, const FM_T *src, const int *off, const FM_T *g, int ne, const int NB,
+    const int TAIL)
 {
     typedef FM_NAME(fm_fvec) wvec;
-    int nw = n32 / (FM_FWD_LANES / FM_LANES); /* n32 itself below AVX-512 */
-    wvec gw = (wvec){0} + g, *dwr = (wvec *)dw, *dxr = (wvec *)dx;
-    const wvec *xr = (const wvec *)x, *wr = (const wvec *)w;
-    /* one loop for both updates, unrolled: the loop's own instructions otherwise cost
-     * as much as the stores it is bound by */
-    FM_UNROLL4
-    for (int q = 0; q < nw; q++) {
-        dwr[q] += gw * xr[q];
-        if (with_dx)
-            dxr[q] += gw * wr[q];
+    typedef FM_NAME(fm_vec) vec;
+    wvec acc[FM_SCATTER_VB];
+    vec tail = (vec){0};
+    for (int v = 0; v < NB; v++)
+        acc[v] = ((const wvec *)dst)[v];
+    if (TAIL)
+        tail = *(const vec *)(dst + NB * FM_FWD_LANES);
+    for (int e = 0; e < ne; e++) {
+        const FM_T *se = src + off[e];
+        FM_T ge = g[e];
+        for (int v = 0; v < NB; v++)
+            acc[v] += ((const wvec *)se)[v] * ge;
+        if (TAIL)
+            tail += *(const vec *)(se + NB * FM_FWD_LANES) * ge;
     }
+    for (int v = 0; v < NB; v++)
+        ((wvec *)dst)[v] = acc[v];
+    if (TAIL)
+        *(vec *)(dst + NB * FM_FWD_LANES) = tail;
+}
+
+/* fm_scatter_sum over a run of n32 32-byte vectors, in blocks of at most FM_SCATTER_VB
+ * forward vectors (the last one with the odd 32 bytes, if any). */
+static inline __attribute__((always_inline)) void FM_NAME(fm_scatter_run)(
+    FM_T *dst, const FM_T *src, const int *off, const FM_T *g, int ne, int n32)
+{
+    int nw = n32 / (FM_FWD_LANES / FM_LANES), tail = n32 % (FM_FWD_LANES / FM_LANES);
+    int blocks = nw ? (nw + FM_SCATTER_VB - 1) / FM_SCATTER_VB : tail; /* a tail alone: 1 */
+    for (int v0 = 0, b = 0; b < blocks; b++) {
+        int nb = (nw - v0) / (blocks - b), t = b == blocks - 1 ? tail : 0; /* even blocks */
+        FM_T *d = dst + v0 * FM_FWD_LANES;
+        const FM_T *sr = src + v0 * FM_FWD_LANES;
+        switch (nb * 2 + t) { /* only the block widths this level uses are compiled */
 #if FM_WIDE
-    if (n32 % 2) {
-        typedef FM_NAME(fm_vec) vec;
-        int o = nw * FM_FWD_LANES;
-        vec gv = (vec){0} + g;
-        *(vec *)(dw + o) += gv * *(const vec *)(x + o);
-        if (with_dx)
-            *(vec *)(dx + o) += gv * *(const vec *)(w + o);
-    }
+#define FM_SCATTER_TAIL(NB_) \
+        case (NB_) * 2 + 1: FM_NAME(fm_scatter_sum)(d, sr, off, g, ne, NB_, 1); break;
+#else
+#define FM_SCATTER_TAIL(NB_) /* no odd 32 bytes */
 #endif
+#define FM_SCATTER_CASE(NB_) \
+        case (NB_) * 2: FM_NAME(fm_scatter_sum)(d, sr, off, g, ne, NB_, 0); break; \
+        FM_SCATTER_TAIL(NB_)
+        FM_SCATTER_CASE(1) FM_SCATTER_CASE(2) FM_SCATTER_CASE(3) FM_SCATTER_CASE(4)
+        FM_SCATTER_CASE(5) FM_SCATTER_CASE(6) FM_SCATTER_CASE(7) FM_SCATTER_CASE(8)
+        FM_SCATTER_TAIL(0)
+#undef FM_SCATTER_CASE
+#undef FM_SCATTER_TAIL
+        }
+        v0 += nb;
+    }
 }
 
 /* The backward pass of one image of conv_pool_forward, by scattering each pooling
@@ -401,23 +430,33 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_scatter_run)(
  * map (3 zeros in 4 with 2x2 windows) in two GEMMs.
  *
  * Channels are the vector lanes: x is copied channel-last into xt (h x wd x cp, cp = c
- * rounded up to whole vectors, padding zero), so that a window's receptive field row
- * (kw positions x cp channels) is one contiguous run, as are the filters (wt, packed by
- * fastmom_pack_filters_cl) and the weight-gradient partial dwt (same layout, added to),
- * updated in the forward's vector width (fm_scatter_run).
- * For each filter and window with g = dy * act'(y) != 0, at the argmax (r, s) or, with
- * `ties` (pool_ties="all"), at each position set in the window's tie mask:
+ * rounded up to whole 32-byte vectors, padding zero), so that a window's receptive
+ * field row (kw positions x cp channels) is one contiguous run, as are the filters (wt,
+ * packed by fastmom_pack_filters_cl) and the weight-gradient partial dwt (same layout,
+ * added to). With g = dy * act'(y) for each filter and window, at its argmax (r, s) or,
+ * with `ties` (pool_ties="all"), at each position set in its tie mask:
  *     dwt[fi, k, l, :] += g * xt[r + k, s + l, :]     dxt[r + k, s + l, :] += g * wt[fi, k, l, :]
- * db[fi] gets every g (added, in window order). dx (c x h x wd, overwritten) is the
- * channel-first copy of dxt; NULL skips the input gradient (a first layer). A zero g
- * (ReLU's flat side) is skipped: it adds exact zeros for finite inputs. */
+ * The first, per filter, over the list of its windows with g != 0 in window order; the
+ * second, per window position, over the list of the filters that chose it, in filter
+ * order: each run (fm_scatter_run) summed in registers. db[fi] gets every g (added, in
+ * window order). dx (c x h x wd, overwritten) is the channel-first copy of dxt; NULL
+ * skips the input gradient (a first layer). A zero g (ReLU's flat side) is skipped: it
+ * adds exact zeros for finite inputs. `lists` holds fastmom_conv_scatter_lists scalars. */
 static void FM_NAME(fastmom_conv_pool_backward_scatter)(
     const FM_T *x, int c, int h, int wd, const FM_T *wt, int f, int kh, int kw, int ph, int pw,
     int PH, int PW, const FM_T *dy, const FM_T *y, const int *argmax, int act, int ties,
-    FM_T *xt, FM_T *dxt, FM_T *dwt, FM_T *db, FM_T *dx)
+    FM_T *xt, FM_T *dxt, FM_T *lists, FM_T *dwt, FM_T *db, FM_T *dx)
 {
-    int cp = (c + FM_LANES - 1) / FM_LANES * FM_LANES, run = kw * cp / FM_LANES;
+    int cp = (c + FM_LANES - 1) / FM_LANES * FM_LANES, run = kw * cp / FM_LANES, ws = ph * pw;
     long plane = (long)h * wd, nwin = (long)PH * PW, taps = (long)kh * kw * cp;
+    /* the lists: a filter's windows (input offset, g); every filter's g per window; the
+     * window positions' filter lists (wt offset, g), counted then filled */
+    FM_T *lg = lists + nwin * ws, *gw = lg + nwin * ws, *eg = gw + f * nwin;
+    int *lo = (int *)lists, *eo = (int *)(eg + (long)f * nwin * ws);
+    int *cnt = (int *)(eg + 2L * f * nwin * ws); /* ints in scalars' room */
+    int aoff[32]; /* a window position's input offset from the window's corner */
+    for (int a = 0; a < ws; a++)
+        aoff[a] = (a / pw * wd + a % pw) * cp;
     for (long p = 0; p < plane; p++)
         for (int ci = c; ci < cp; ci++)
             xt[p * cp + ci] = 0;
@@ -425,38 +464,65 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
         for (long p = 0; p < plane; p++)
             xt[p * cp + ci] = x[ci * plane + p];
     if (dx)
-        memset(dxt, 0, plane * cp * sizeof(FM_T));
+        memset(cnt, 0, (nwin * ws + 1) * sizeof(int));
     for (int fi = 0; fi < f; fi++) {
-        const FM_T *wf = wt + fi * taps;
-        FM_T *dwf = dwt + fi * taps, gsum = db[fi];
+        FM_T gsum = db[fi];
+        int n = 0;
         for (long w = 0; w < nwin; w++) {
             long o = fi * nwin + w;
             FM_T g = dy[o] * FM_NAME(fastmom_dact)(y[o], act);
             gsum += g;
+            gw[o] = g;
             if (g == 0)
                 continue;
-            /* the positions to scatter to, as a bitmask: one bit, or the tie mask */
+            int corner = (int)((w / PW * ph * wd + w % PW * pw) * cp);
             unsigned pos = ties ? (unsigned)argmax[o] : 1u << argmax[o];
             for (; pos; pos &= pos - 1) {
                 int a = __builtin_ctz(pos);
-                long r = w / PW * ph + a / pw, s = w % PW * pw + a % pw;
-                for (int k = 0; k < kh; k++) {
-                    long at = ((r + k) * wd + s) * cp;
-                    if (dx)
-                        FM_NAME(fm_scatter_run)(dwf + k * kw * cp, dxt + at, xt + at,
-                                                wf + k * kw * cp, g, run, 1);
-                    else
-                        FM_NAME(fm_scatter_run)(dwf + k * kw * cp, NULL, xt + at, NULL, g,
-                                                run, 0);
-                }
+                lo[n] = corner + aoff[a];
+                lg[n++] = g;
+                if (dx)
+                    cnt[w * ws + a + 1]++;
             }
         }
         db[fi] = gsum;
+        for (int k = 0; k < kh; k++)
+            FM_NAME(fm_scatter_run)(dwt + fi * taps + k * kw * cp, xt + (long)k * wd * cp, lo, lg,
+                                    n, run);
     }
-    if (dx)
-        for (int ci = 0; ci < c; ci++)
-            for (long p = 0; p < plane; p++)
-                dx[ci * plane + p] = dxt[p * cp + ci];
+    if (!dx)
+        return;
+    /* the window positions' lists, each in filter order */
+    for (long q = 0; q < nwin * ws; q++)
+        cnt[q + 1] += cnt[q];
+    for (int fi = 0; fi < f; fi++)
+        for (long w = 0; w < nwin; w++) {
+            long o = fi * nwin + w;
+            FM_T g = gw[o];
+            if (g == 0)
+                continue;
+            unsigned pos = ties ? (unsigned)argmax[o] : 1u << argmax[o];
+            for (; pos; pos &= pos - 1) {
+                int e = cnt[w * ws + __builtin_ctz(pos)]++;
+                eo[e] = (int)(fi * taps);
+                eg[e] = g;
+            }
+        }
+    /* cnt[q] is now where list q ends (and q + 1 begins) */
+    memset(dxt, 0, plane * cp * sizeof(FM_T));
+    for (long w = 0, q = 0; w < nwin; w++)
+        for (int a = 0; a < ws; a++, q++) {
+            int e0 = q ? cnt[q - 1] : 0, ne = cnt[q] - e0;
+            if (!ne)
+                continue;
+            long at = (w / PW * ph * wd + w % PW * pw) * cp + aoff[a];
+            for (int k = 0; k < kh; k++)
+                FM_NAME(fm_scatter_run)(dxt + at + (long)k * wd * cp, wt + k * kw * cp, eo + e0,
+                                        eg + e0, ne, run);
+        }
+    for (int ci = 0; ci < c; ci++)
+        for (long p = 0; p < plane; p++)
+            dx[ci * plane + p] = dxt[p * cp + ci];
 }
 
 /* The lanes of p that `mask` selects (the rest zero, nothing else read): a filter row's

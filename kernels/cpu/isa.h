@@ -51,7 +51,7 @@ enum { FM_ISA_BASELINE = 0, FM_ISA_AVX2 = 1, FM_ISA_AVX512 = 2, FM_ISA_COUNT = 3
     void (*conv_pool_backward_scatter_##S)(                                                 \
         const T *x, int c, int h, int wd, const T *wt, int f, int kh, int kw, int ph, int pw, \
         int PH, int PW, const T *dy, const T *y, const int *argmax, int act, int ties, T *xt, \
-        T *dxt, T *dwt, T *db, T *dx);                                                      \
+        T *dxt, T *lists, T *dwt, T *db, T *dx);                                            \
     void (*conv_pool_backward_rows_##S)(                                                    \
         const T *x, int c, int h, int wd, int f, int kh, int kw, int ph, int pw, int PH,    \
         int PW, const T *dy, const T *y, const int *argmax, int act, int ties, T *list,      \
@@ -78,6 +78,7 @@ typedef struct fastmom_isa_kernels {
     int (*conv_rows_applies)(int c, int ph, int pw, int lanes, int want_dx);
     int (*conv_rows_forward_applies)(int c, int ph, int pw, int lanes);
     long (*conv_rows_forward_scratch)(int c, int h, int kw, int PW, int itemsize);
+    long (*conv_scatter_lists)(int f, long nwin, int ws);
     FM_ISA_KERNELS(float, f)
     FM_ISA_KERNELS(double, d)
 } fastmom_isa_kernels;

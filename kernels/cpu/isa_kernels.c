@@ -49,6 +49,11 @@ static long fm_rows_forward_scratch(int c, int h, int kw, int PW, int itemsize)
     return fastmom_conv_rows_forward_scratch(c, h, kw, PW, itemsize);
 }
 
+static long fm_scatter_lists(int f, long nwin, int ws)
+{
+    return fastmom_conv_scatter_lists(f, nwin, ws);
+}
+
 #if FASTMOM_DIRECT_CONV
 #define FM_DIRECT(fn) fn
 #else
@@ -86,6 +91,7 @@ const fastmom_isa_kernels FM_CAT(fastmom_isa_, FM_ISA) = {
     .conv_rows_applies = fm_rows_applies,
     .conv_rows_forward_applies = fm_rows_forward_applies,
     .conv_rows_forward_scratch = fm_rows_forward_scratch,
+    .conv_scatter_lists = fm_scatter_lists,
     FM_ENTRIES(f)
     FM_ENTRIES(d)
 };

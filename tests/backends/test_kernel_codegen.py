@@ -152,27 +152,45 @@ def test_tap_loops(assembly, level, suffix):
                         MAX_STACK_REFS, MAX_OVERHEAD, fma_loads=True)
 
 
-#: The scattered backward's run loops (conv_direct_impl.h's fm_scatter_run, unrolled 4
-#: times): dw alone (4 multiply-adds) and dw with dx (8), in the forward's vector width.
-SCATTER_FMAS = [4, 8]
-#: and their instructions besides the multiply-adds, loads and stores: pointer and
-#: counter updates, the branch
+#: The scattered backward's run loops (conv_direct_impl.h's fm_scatter_sum): a block of
+#: 1 to FM_SCATTER_VB = 8 forward vectors summed in registers over a list, one multiply-add
+#: each per entry; at the AVX-512 level also each with the odd 32 bytes of a run (one
+#: ymm multiply-add more) and that tail alone.
+SCATTER_FMAS = {"avx2": set(range(1, 9)), "avx512": set(range(1, 10))}
+#: and their instructions besides the multiply-adds, loads and the weight's broadcast:
+#: the list's offset and weight loads, pointer and counter updates, the branch
 SCATTER_MAX_OVERHEAD = 6
 
 
 @pytest.mark.parametrize("level", sorted(TILES))
 @pytest.mark.parametrize("suffix", ["f", "d"])
 def test_scatter_run_loops(assembly, level, suffix):
-    """At the AVX-512 level the scattered backward's updates run on zmm registers (a
-    64-byte multiply-add and store cost what 32-byte ones do on Zen 5); at AVX2 on ymm."""
+    """The scattered backward's runs are summed in registers, one load a multiply-add and
+    no store in the loop (updating memory per entry, two loads and a store a
+    multiply-add, was store-bound); at the AVX-512 level on zmm registers (a 64-byte
+    multiply-add costs what a 32-byte one does on Zen 5), but for a run's odd 32 bytes;
+    at AVX2 on ymm."""
     reg = TILES[level][0]
     runs, fmas = _fma_loops(assembly[level], f"fastmom_conv_pool_backward_scatter_{suffix}")
-    assert fmas == SCATTER_FMAS, f"{level} {suffix}: run loops with {fmas} multiply-adds"
+    assert set(fmas) == SCATTER_FMAS[level], f"{level} {suffix}: run loops with {fmas} multiply-adds"
     for ins in runs:
         where = f"{level} {suffix}, the run loop with {_fmas(ins)} multiply-adds"
-        regs = {r for m, ops in ins if m.startswith(("vfmadd", "vmovup")) for r in re.findall(r"%([xyz]mm)", ops)}
-        assert regs == {reg}, f"{where}: vector registers {regs}, expected {reg}"
-        overhead = [f"{m} {ops}" for m, ops in ins if not m.startswith(("vfmadd", "vmovup"))]
+        by_reg = {}  # multiply-adds per register width
+        for m, ops in ins:
+            if m.startswith("vfmadd"):
+                widths = set(re.findall(r"%([xyz]mm)", ops))
+                assert len(widths) == 1, f"{where}: {m} {ops} mixes register widths"
+                w = widths.pop()
+                by_reg[w] = by_reg.get(w, 0) + 1
+        if reg == "ymm":
+            assert set(by_reg) == {"ymm"}, f"{where}: multiply-adds on {by_reg}, expected ymm"
+        else:
+            assert by_reg.get("ymm", 0) <= 1 and set(by_reg) <= {"zmm", "ymm"}, \
+                f"{where}: multiply-adds on {by_reg}, expected zmm and at most one ymm (the tail)"
+        stores = [f"{m} {ops}" for m, ops in ins if _is_store(m, ops)]
+        assert not stores, f"{where} stores (sums in memory): {stores}"
+        overhead = [f"{m} {ops}" for m, ops in ins
+                    if not m.startswith(("vfmadd", "vmovup", "vbroadcasts"))]
         assert len(overhead) <= SCATTER_MAX_OVERHEAD, f"{where}: {len(overhead)} other instructions: {overhead}"
 
 
