@@ -179,6 +179,8 @@ static void FM_NAME(fastmom_conv_pool_direct)(const FM_T *x, int c, int h, int w
     }
 }
 
+#if FM_POOL_VECTOR /* the row forward pools with pool.h's vector windows */
+
 /* One tile of fastmom_conv_pool_forward_rows: F filters (w, f x K, from filter 0) x 2
  * output rows (from xr, a row of the padded image xs, wdp scalars a row, plane scalars
  * a channel) x TV vectors of columns, summed over every tap (ci, k, l) in order, into
@@ -349,6 +351,8 @@ static void FM_NAME(fastmom_conv_pool_forward_rows)(const FM_T *x, int c, int h,
         }
     }
 }
+
+#endif
 
 /* Pack w (f x c x kh x kw) channel-last for the scattered backward:
  * wt[((fi*kh + k)*kw + l)*cp + ci] = w[fi, ci, k, l], lanes ci >= c zero. */
@@ -597,32 +601,25 @@ static void FM_NAME(fastmom_conv_pool_backward_rows)(
     for (int fi = 0; fi < f; fi++) {
         const FM_T *dyf = dy + fi * nwin, *yf = y + fi * nwin;
         const int *af = argmax + fi * nwin;
-        /* g = dy * act'(y) per window, the activation's branch outside the loop (each
-         * loop then vectorises), summed into db in FM_LANES interleaved sums: one chain
-         * of additions would take its latency per window */
-        switch (act) {
-#define FM_G_LOOP(A)                                                                       \
-        for (long o = 0; o < nwin; o++)                                                    \
-            gw[o] = dyf[o] * FM_NAME(fastmom_dact)(yf[o], A);                              \
-        break;
-        case FASTMOM_RELU: FM_G_LOOP(FASTMOM_RELU)
-        case FASTMOM_LINEAR: FM_G_LOOP(FASTMOM_LINEAR)
-        case FASTMOM_TANH: FM_G_LOOP(FASTMOM_TANH)
-        default: FM_G_LOOP(FASTMOM_SIGMOID)
-#undef FM_G_LOOP
-        }
+        /* g = dy * act'(y) per window, in vectors (GCC left the scalar loop with a
+         * branch on ReLU's sign, mispredicted on random data), summed into db in
+         * FM_LANES interleaved sums: one chain of additions would take its latency per
+         * window */
         vec gs = (vec){0};
         long o = 0;
         for (; o + FM_LANES <= nwin; o += FM_LANES) {
-            vec g;
-            memcpy(&g, gw + o, sizeof g);
+            vec g = *(const vec *)(dyf + o) *
+                    (vec)FM_NAME(fm_dact_vec)(*(const FM_NAME(fm_dvec) *)(yf + o), act);
+            *(vec *)(gw + o) = g;
             gs += g;
         }
         FM_T gsum = 0;
         for (int l = 0; l < FM_LANES; l++)
             gsum += gs[l];
-        for (; o < nwin; o++)
+        for (; o < nwin; o++) {
+            gw[o] = dyf[o] * FM_NAME(fastmom_dact)(yf[o], act);
             gsum += gw[o];
+        }
         db[fi] += gsum;
         /* the list: each window's argmax (or tied positions) as input offsets, with g;
          * branch-free for the argmax (a ReLU's zeros are data-dependent: a branch on

@@ -60,6 +60,12 @@ static long fm_scatter_lists(int f, long nwin, int ws)
 #define FM_DIRECT(fn) 0 /* never called: the applies functions say false */
 #endif
 
+#if FASTMOM_DIRECT_CONV && FM_POOL_VECTOR
+#define FM_ROWS_FORWARD(fn) fn
+#else
+#define FM_ROWS_FORWARD(fn) 0 /* never called: fastmom_conv_rows_forward_applies is false */
+#endif
+
 #if FASTMOM_DENSE_SMALL
 #define FM_DENSE_SMALL(fn) fn
 #else
@@ -69,7 +75,7 @@ static long fm_scatter_lists(int f, long nwin, int ws)
 #define FM_ENTRIES(S)                                                                      \
     .pack_filters_##S = FM_DIRECT(fastmom_pack_filters_##S),                               \
     .conv_pool_direct_##S = FM_DIRECT(fastmom_conv_pool_direct_##S),                       \
-    .conv_pool_forward_rows_##S = FM_DIRECT(fastmom_conv_pool_forward_rows_##S),           \
+    .conv_pool_forward_rows_##S = FM_ROWS_FORWARD(fastmom_conv_pool_forward_rows_##S),     \
     .pack_filters_cl_##S = FM_DIRECT(fastmom_pack_filters_cl_##S),                         \
     .conv_pool_backward_scatter_##S = FM_DIRECT(fastmom_conv_pool_backward_scatter_##S),   \
     .conv_pool_backward_rows_##S = FM_DIRECT(fastmom_conv_pool_backward_rows_##S),         \

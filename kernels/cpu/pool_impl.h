@@ -1,7 +1,8 @@
 /* The type-generic source of pool.h, instantiated per type by instantiate.h. */
 
-/* The activation's derivative through its output y. */
-static inline FM_T FM_NAME(fastmom_dact)(FM_T y, int act)
+/* The activation's derivative through its output y. Always inlined (GCC kept a call per
+ * window in the backward's loops). */
+static inline __attribute__((always_inline)) FM_T FM_NAME(fastmom_dact)(FM_T y, int act)
 {
     if (act == FASTMOM_RELU)
         return y > 0 ? 1 : 0;
@@ -11,6 +12,27 @@ static inline FM_T FM_NAME(fastmom_dact)(FM_T y, int act)
         return 1 - y * y;
     return y * (1 - y);
 }
+
+/* (the per-level objects only: _cpu.pyx's target may have no 32-byte vectors) */
+#if defined(FM_ISA) && (defined(__GNUC__) || defined(__clang__))
+typedef FM_T FM_NAME(fm_dvec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
+typedef FM_INT FM_NAME(fm_dmask) __attribute__((vector_size(32)));
+
+/* fastmom_dact of each lane of y, branch-free (ReLU's derivative a mask: a branch on the
+ * sign of random values mispredicts). */
+static inline __attribute__((always_inline)) FM_NAME(fm_dvec) FM_NAME(fm_dact_vec)(
+    FM_NAME(fm_dvec) y, int act)
+{
+    typedef FM_NAME(fm_dvec) vec;
+    if (act == FASTMOM_RELU)
+        return (vec)((FM_NAME(fm_dmask))((vec){0} + 1) & (y > 0));
+    if (act == FASTMOM_LINEAR)
+        return (vec){0} + 1;
+    if (act == FASTMOM_TANH)
+        return 1 - y * y;
+    return y * (1 - y);
+}
+#endif
 
 /* Windows j0 <= j < n of fastmom_pool2x2_row, one at a time: `v > mx ? v : mx` is a
  * maxss, the index arithmetic branch-free. */
@@ -126,16 +148,7 @@ static inline __attribute__((always_inline)) FM_NAME(fm_pvec) FM_NAME(fm_unpool2
 {
     typedef FM_NAME(fm_pvec) vec;
     typedef FM_NAME(fm_pmask) mask;
-    vec yv = *(const vec *)y, d;
-    if (act == FASTMOM_RELU)
-        d = (vec)((mask)((vec){0} + 1) & (yv > 0));
-    else if (act == FASTMOM_LINEAR)
-        d = (vec){0} + 1;
-    else if (act == FASTMOM_TANH)
-        d = 1 - yv * yv;
-    else
-        d = yv * (1 - yv);
-    vec g = *(const vec *)dy * d;
+    vec g = *(const vec *)dy * (vec)FM_NAME(fm_dact_vec)(*(const FM_NAME(fm_dvec) *)y, act);
     mask a = __builtin_convertvector(*(const FM_NAME(fm_pidx) *)best, mask);
     /* the positions the record names: the argmax, or each set bit of the tie mask */
     mask s0 = ties ? (a & 1) != 0 : a == 0, s1 = ties ? (a & 2) != 0 : a == 1;
