@@ -159,7 +159,8 @@
  * window) outweighs its multiply-adds. With AVX-512VL network3's conv1 (25 taps) ran
  * 0.86x as fast direct, conv2 (500 taps) 1.32x (one thread, batch 256, Zen 4). With
  * AVX2's 2 x 4 and 1 x 8 tiles conv1 runs 1.25x as fast direct (batch 10 and 64, one
- * thread, Zen 3); fewer taps were not measured. */
+ * thread, Zen 3); fewer taps were not measured. (conv1 itself now takes the row forward,
+ * fastmom_conv_rows_forward_applies, at both levels.) */
 #if FASTMOM_DIRECT_CONV && FM_WIDE
 #define FM_MIN_TAPS 64
 #else

@@ -51,6 +51,20 @@ def test_direct_path_dispatch_rules():
         assert not cpu._k.direct_conv_applies(k, ph, pw)
 
 
+def test_workspaces_are_aligned():
+    # the kernels' scratch rows start on 64-byte boundaries (NumPy's own start 16 bytes
+    # past one, where half the 32-byte loads straddled two cache lines)
+    for shape, rows in [((3, 37), True), ((5,), False), ((2, 3), False)]:
+        for dt in (np.float32, np.float64):
+            a = cpu._workspace(("test-align", shape, rows), shape, dt, rows=rows)
+            assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.dtype == dt
+            if rows:  # rows padded to whole cache lines, never shorter than asked
+                assert a.shape[0] == shape[0] and a.shape[1] >= shape[1]
+                assert a.strides[0] % 64 == 0
+            else:  # a shape the caller reads is kept
+                assert a.shape == shape
+
+
 def test_forward_path_choice():
     # the row forward (lanes along output rows) for fewer input channels than a 32-byte
     # vector has lanes (8 floats, 4 doubles) with 2x2 windows, at the vector levels;
