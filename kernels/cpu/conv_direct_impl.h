@@ -429,6 +429,13 @@ static inline __attribute__((always_inline)) void FM_NAME(fm_scatter_run)(
     }
 }
 
+/* Where window w of a PW-wide pooled map starts in a channel-last image (wd positions
+ * of cp scalars a row). */
+static inline long FM_NAME(fm_window_corner)(long w, int PW, int ph, int pw, int wd, int cp)
+{
+    return (w / PW * ph * wd + w % PW * pw) * cp;
+}
+
 /* The backward pass of one image of conv_pool_forward, by scattering each pooling
  * window's gradient from its argmax instead of multiplying the mostly-zero un-pooled
  * map (3 zeros in 4 with 2x2 windows) in two GEMMs.
@@ -479,7 +486,7 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
             gw[o] = g;
             if (g == 0)
                 continue;
-            int corner = (int)((w / PW * ph * wd + w % PW * pw) * cp);
+            int corner = (int)FM_NAME(fm_window_corner)(w, PW, ph, pw, wd, cp);
             unsigned pos = ties ? (unsigned)argmax[o] : 1u << argmax[o];
             for (; pos; pos &= pos - 1) {
                 int a = __builtin_ctz(pos);
@@ -519,7 +526,7 @@ static void FM_NAME(fastmom_conv_pool_backward_scatter)(
             int e0 = q ? cnt[q - 1] : 0, ne = cnt[q] - e0;
             if (!ne)
                 continue;
-            long at = (w / PW * ph * wd + w % PW * pw) * cp + aoff[a];
+            long at = FM_NAME(fm_window_corner)(w, PW, ph, pw, wd, cp) + aoff[a];
             for (int k = 0; k < kh; k++)
                 FM_NAME(fm_scatter_run)(dxt + at + (long)k * wd * cp, wt + k * kw * cp, eo + e0,
                                         eg + e0, ne, run);
@@ -609,7 +616,7 @@ static void FM_NAME(fastmom_conv_pool_backward_rows)(
         long o = 0;
         for (; o + FM_LANES <= nwin; o += FM_LANES) {
             vec g = *(const vec *)(dyf + o) *
-                    (vec)FM_NAME(fm_dact_vec)(*(const FM_NAME(fm_dvec) *)(yf + o), act);
+                    (vec)FM_NAME(fm_dact_vec)(*(const FM_NAME(fm_pvec) *)(yf + o), act);
             *(vec *)(gw + o) = g;
             gs += g;
         }

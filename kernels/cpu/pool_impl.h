@@ -13,19 +13,20 @@ static inline __attribute__((always_inline)) FM_T FM_NAME(fastmom_dact)(FM_T y, 
     return y * (1 - y);
 }
 
-/* (the per-level objects only: _cpu.pyx's target may have no 32-byte vectors) */
+/* 32-byte vectors of FM_T and of lane masks, unaligned (the per-level objects only:
+ * _cpu.pyx's target may have no 32-byte vectors) */
 #if defined(FM_ISA) && (defined(__GNUC__) || defined(__clang__))
-typedef FM_T FM_NAME(fm_dvec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
-typedef FM_INT FM_NAME(fm_dmask) __attribute__((vector_size(32)));
+typedef FM_T FM_NAME(fm_pvec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
+typedef FM_INT FM_NAME(fm_pmask) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
 
 /* fastmom_dact of each lane of y, branch-free (ReLU's derivative a mask: a branch on the
  * sign of random values mispredicts). */
-static inline __attribute__((always_inline)) FM_NAME(fm_dvec) FM_NAME(fm_dact_vec)(
-    FM_NAME(fm_dvec) y, int act)
+static inline __attribute__((always_inline)) FM_NAME(fm_pvec) FM_NAME(fm_dact_vec)(
+    FM_NAME(fm_pvec) y, int act)
 {
-    typedef FM_NAME(fm_dvec) vec;
+    typedef FM_NAME(fm_pvec) vec;
     if (act == FASTMOM_RELU)
-        return (vec)((FM_NAME(fm_dmask))((vec){0} + 1) & (y > 0));
+        return (vec)((FM_NAME(fm_pmask))((vec){0} + 1) & (y > 0));
     if (act == FASTMOM_LINEAR)
         return (vec){0} + 1;
     if (act == FASTMOM_TANH)
@@ -79,8 +80,6 @@ static inline __attribute__((always_inline)) FM_T FM_NAME(fm_unpool2x2_scalar)(
 
 #if FM_POOL_VECTOR
 
-typedef FM_T FM_NAME(fm_pvec) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
-typedef FM_INT FM_NAME(fm_pmask) __attribute__((vector_size(32), aligned(sizeof(FM_T)), may_alias));
 typedef int FM_NAME(fm_pidx) __attribute__((vector_size(FM_LANES * 4), aligned(4), may_alias));
 
 /* FM_EVEN, FM_ODD: the even and odd columns of a, b within each 16-byte lane (one vshufps
@@ -148,7 +147,7 @@ static inline __attribute__((always_inline)) FM_NAME(fm_pvec) FM_NAME(fm_unpool2
 {
     typedef FM_NAME(fm_pvec) vec;
     typedef FM_NAME(fm_pmask) mask;
-    vec g = *(const vec *)dy * (vec)FM_NAME(fm_dact_vec)(*(const FM_NAME(fm_dvec) *)y, act);
+    vec g = *(const vec *)dy * FM_NAME(fm_dact_vec)(*(const vec *)y, act);
     mask a = __builtin_convertvector(*(const FM_NAME(fm_pidx) *)best, mask);
     /* the positions the record names: the argmax, or each set bit of the tie mask */
     mask s0 = ties ? (a & 1) != 0 : a == 0, s1 = ties ? (a & 2) != 0 : a == 1;
